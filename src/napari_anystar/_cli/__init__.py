@@ -1,0 +1,1 @@
+"""Sub-commands of the ``anystar`` CLI, one module each."""

@@ -1,0 +1,1 @@
+"""napari dock widgets: thin, one file per widget."""

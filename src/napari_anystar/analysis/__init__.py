@@ -1,0 +1,1 @@
+"""Metrics, threshold tuning and measurements."""

@@ -1,0 +1,1 @@
+"""The AnyStar generative model: label maps, appearance, augmentation A(.), named generators."""

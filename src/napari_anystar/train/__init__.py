@@ -1,0 +1,1 @@
+"""Training and fine-tuning: configurations, data pools, training loops."""

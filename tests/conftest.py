@@ -1,0 +1,54 @@
+"""Test-wide settings: quiet, CPU-only, small-thread TensorFlow; per-test user folders."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Point the per-user data/config/cache folders at a fresh temporary folder."""
+    root = tmp_path_factory.mktemp("anystar-user")
+    monkeypatch.setenv("ANYSTAR_HOME", str(root))
+    yield root
+
+
+def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=(2, 2, 2),
+                         n_depth: int = 2, n_filter_base: int = 8, seed: int = 0):
+    """A random-weight StarDist3D saved in StarDist's own folder format; returns its folder."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import tensorflow as tf
+    from stardist import Rays_GoldenSpiral
+    from stardist.models import Config3D, StarDist3D
+
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    config = Config3D(
+        rays=Rays_GoldenSpiral(n_rays),
+        grid=tuple(grid),
+        n_channel_in=1,
+        unet_n_depth=n_depth,
+        unet_n_filter_base=n_filter_base,
+        train_patch_size=(32, 32, 32),
+        train_batch_size=1,
+        use_gpu=False,
+    )
+    model = StarDist3D(config, name=name, basedir=str(basedir))
+    folder = Path(basedir) / name
+    model.keras_model.save_weights(str(folder / "weights_best.h5"))
+    (folder / "thresholds.json").write_text(json.dumps({"prob": 0.5, "nms": 0.4}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Folder of a tiny random-weight StarDist3D (32 rays, grid 2); treat it as read-only."""
+    return make_tiny_stardist3d(tmp_path_factory.mktemp("models"))

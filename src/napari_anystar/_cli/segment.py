@@ -1,0 +1,213 @@
+"""``anystar segment``: label volumes for .tif/.tiff and .nii/.nii.gz images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from napari_anystar._cli.common import UserError
+from napari_anystar.volume_io import SUPPORTED_SUFFIXES, split_suffix, volume_format
+
+__all__ = ["output_paths", "register", "run"]
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``segment`` sub-command."""
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment 3D volumes with a StarDist3D (AnyStar) model",
+        description=(
+            "Segment star-convex objects in 3D volumes (.tif/.tiff, .nii/.nii.gz). Writes one "
+            "label volume per input with the input's shape (NIfTI keeps the input's affine)."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image volume(s)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="output file for one input, or a folder (one <name>_labels file per input)",
+    )
+    parser.add_argument(
+        "--model", metavar="NAME_OR_DIR", help="model name (see 'anystar models') or folder"
+    )
+    parser.add_argument(
+        "--prob-thresh", type=float, metavar="P", help="probability threshold (default: model's)"
+    )
+    parser.add_argument(
+        "--nms-thresh", type=float, metavar="N", help="NMS overlap threshold (default: model's)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="rescale before the network so objects are ~10-40 voxels across: S or Z Y X",
+    )
+    parser.add_argument(
+        "--n-tiles", type=int, nargs=3, metavar=("Z", "Y", "X"), help="tiles per axis"
+    )
+    parser.add_argument(
+        "--norm",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="intensity normalisation percentiles (default: 1 99.8)",
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def output_paths(inputs: list[Path], out: str) -> list[Path]:
+    """Where each input's labels go: ``out`` itself for one input, else ``out/<stem>_labels``.
+
+    For one input, ``out`` is a folder if it exists as one or ends with a path separator.
+    """
+    folder = Path(out)
+    if len(inputs) == 1 and not folder.is_dir() and not out.endswith(("/", "\\")):
+        try:
+            volume_format(folder)
+        except ValueError:
+            supported = ", ".join(SUPPORTED_SUFFIXES)
+            raise UserError(f"--out {out}: name a folder or a file ending in {supported}") from None
+        return [folder]
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {out} is a file; several inputs need an output folder")
+    paths = []
+    for path in inputs:
+        stem, suffix = split_suffix(path)
+        paths.append(folder / f"{stem}_labels{suffix.lower()}")
+    names = [p.name for p in paths]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise UserError(f"two inputs would both write {duplicate}; segment them separately")
+    return paths
+
+
+def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
+    for path in inputs:
+        try:
+            volume_format(path)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if not path.is_file():
+            raise UserError(f"input {path} does not exist")
+    for src, dst in zip(inputs, outputs, strict=True):
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise UserError(f"output {dst} would replace its input image")
+        if dst.exists() and not overwrite:
+            raise UserError(f"output {dst} already exists (use --overwrite to replace it)")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from napari_anystar.model.predict import PredictSettings
+
+    kwargs: dict[str, Any] = {"device": args.device}
+    if args.scale is not None:
+        if len(args.scale) not in (1, 3):
+            raise UserError("--scale takes one value or three (Z Y X)")
+        kwargs["scale"] = tuple(args.scale) * (3 if len(args.scale) == 1 else 1)
+    if args.n_tiles is not None:
+        kwargs["n_tiles"] = tuple(args.n_tiles)
+    if args.norm is not None:
+        kwargs["norm"] = tuple(args.norm)
+    for flag, value in (("--prob-thresh", args.prob_thresh), ("--nms-thresh", args.nms_thresh)):
+        if value is not None and not 0 < value < 1:
+            raise UserError(f"{flag} must be between 0 and 1, got {value:g}")
+    try:
+        settings = PredictSettings(**kwargs)
+        settings.validate()
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return settings
+
+
+def _model_entry(name_or_dir: str | None) -> Any:
+    from napari_anystar.model import registry
+
+    if name_or_dir is None:
+        entry = registry.default_model()
+        if entry is None:
+            raise UserError(registry.NO_MODELS_MESSAGE)
+        return entry
+    try:
+        return registry.resolve_model(name_or_dir)
+    except registry.InvalidModelError as err:
+        raise UserError(str(err)) from None
+
+
+def _load(entry: Any) -> Any:
+    from napari_anystar.model import registry
+
+    try:
+        model = registry.load_model(entry)
+    except registry.InvalidModelError as err:
+        raise UserError(str(err)) from None
+    print(f"model: {entry.name} ({entry.path})", file=sys.stderr)
+    return model
+
+
+def _drive(job: Generator[tuple[int, int], None, Any], desc: str) -> Any:
+    """Run a (tiles_done, tiles_total) generator with a tqdm bar on stderr; its result."""
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while True:
+            done, total = next(job)
+            if bar is None:
+                bar = tqdm(desc=desc, total=total, unit="tile", file=sys.stderr, dynamic_ncols=True)
+            bar.total = total
+            bar.update(done - bar.n)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        job.close()
+        if bar is not None:
+            bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input and write its labels; UserError on anything the user can fix."""
+    import numpy as np
+
+    from napari_anystar.model.predict import check_volume
+    from napari_anystar.model.registry import model_thresholds
+    from napari_anystar.model.segment import segment_volume
+    from napari_anystar.volume_io import read_volume, write_labels
+
+    inputs = [Path(p) for p in args.inputs]
+    outputs = output_paths(inputs, args.out)
+    _check_paths(inputs, outputs, args.overwrite)
+    settings = _settings(args)
+    entry = _model_entry(args.model)
+    prob, nms = model_thresholds(entry)
+    prob = args.prob_thresh if args.prob_thresh is not None else prob
+    nms = args.nms_thresh if args.nms_thresh is not None else nms
+    model = None
+    for src, dst in zip(inputs, outputs, strict=True):
+        try:
+            image, meta = read_volume(src)
+        except Exception as err:
+            reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+            raise UserError(f"cannot read {src}: {reason}") from None
+        try:
+            check_volume(image, scale=settings.scale)
+            if model is None:  # loaded after the first check: bad inputs fail fast
+                model = _load(entry)
+            labels = _drive(segment_volume(model, image, settings, prob, nms), src.name)
+        except ValueError as err:
+            raise UserError(f"{src}: {err}") from None
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_labels(dst, labels, meta, overwrite=args.overwrite)
+        except (OSError, ValueError) as err:
+            raise UserError(str(err)) from None
+        print(f"{dst}\t{np.count_nonzero(np.unique(labels))} objects")
+    return 0

@@ -1,0 +1,54 @@
+"""``anystar models``: listing, adding a folder, and its user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from napari_anystar import cli
+from napari_anystar._paths import user_models_dir
+from napari_anystar.model import registry
+
+
+@pytest.fixture(autouse=True)
+def _no_bundled_models(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path / "bundled")
+
+
+def test_empty_list_explains_how_to_get_a_model(capsys):
+    assert cli.main(["models"]) == 0
+    assert capsys.readouterr().out.strip() == registry.NO_MODELS_MESSAGE
+
+
+def test_add_then_list(tiny_model_dir, tmp_path, capsys):
+    picked = shutil.copytree(tiny_model_dir, tmp_path / "picked")
+    (picked / "thresholds.json").write_text(json.dumps({"prob": 0.61, "nms": 0.27}))
+    shutil.copytree(tiny_model_dir, user_models_dir() / "trained")
+
+    assert cli.main(["models", "--add", str(picked)]) == 0
+    assert capsys.readouterr().out.strip() == f"added picked (folder): {picked.resolve()}"
+
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["NAME", "SOURCE", "PROB", "NMS", "PATH"]
+    assert lines[1].split() == ["*", "trained", "user", "0.5", "0.4",
+                                str((user_models_dir() / "trained").resolve())]  # fmt: skip
+    assert lines[2].split() == ["picked", "folder", "0.61", "0.27", str(picked.resolve())]
+
+
+def test_user_errors_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys):
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    (broken / "config.json").write_text("{oops")
+    for argv, expected in [
+        (["models", "--add", str(broken)], "not valid JSON"),
+        (["models", "--add", str(tmp_path / "missing")], "is not a folder"),
+        (["models", "--sha256", "0" * 64], "go with --fetch"),
+    ]:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert err[0].startswith("anystar models: error: ")
+        assert expected in err[0]
+    assert registry.list_models() == []

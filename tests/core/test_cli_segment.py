@@ -1,0 +1,231 @@
+"""``anystar segment``: end to end on small TIFF / NIfTI volumes, and every user error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_anystar import cli
+from napari_anystar.model import registry
+
+AFFINE = np.array(
+    [[0.0, -2.0, 0.0, 10.0], [1.5, 0.0, 0.0, -3.0], [0.0, 0.0, 3.0, 5.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_bundled_models(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path / "bundled")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with thresholds that keep only its ~0.5% most likely voxels.
+
+    (Its random weights give probabilities near 0.5 everywhere; a low threshold would make
+    thousands of candidates and a slow NMS.)
+    """
+    from napari_anystar.model.predict import normalize
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("cli") / "tiny-thresh")
+    model = registry.load_model(registry.ModelEntry("tiny-thresh", folder, "folder"))
+    prob, _ = model.predict(normalize(blobs()))
+    thresholds = {"prob": round(float(np.quantile(prob, 0.995)), 4), "nms": 0.35}
+    (folder / "thresholds.json").write_text(json.dumps(thresholds))
+    return folder
+
+
+def thresholds(folder) -> tuple[float, float]:
+    data = json.loads((folder / "thresholds.json").read_text())
+    return data["prob"], data["nms"]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Record what the CLI passes to ``segment_volume`` and the labels it gets back."""
+    from napari_anystar.model import segment
+
+    real = segment.segment_volume
+    seen: list[dict] = []
+
+    def spy(model, image, settings, prob_thresh, nms_thresh):
+        call = {"shape": image.shape, "settings": settings, "prob": prob_thresh, "nms": nms_thresh}
+        seen.append(call)
+        call["labels"] = yield from real(model, image, settings, prob_thresh, nms_thresh)
+        return call["labels"]
+
+    monkeypatch.setattr(segment, "segment_volume", spy)
+    return seen
+
+
+def blobs(shape=(24, 32, 40), seed=0) -> np.ndarray:
+    """A few bright Gaussian blobs on noise, uint16, ZYX."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float32)
+    image = rng.normal(100, 5, size=shape).astype(np.float32)
+    for _ in range(6):
+        centre = [rng.uniform(4, s - 4) for s in shape]
+        dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        image += 800 * np.exp(-dist2 / (2 * 3.0**2))
+    return image.astype(np.uint16)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, list[str]]:
+    code = cli.main(["segment", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip().splitlines()
+
+
+# ---------------------------------------------------------------------- end to end
+def test_tif_end_to_end_with_model_thresholds(model_dir, calls, tmp_path, capsys):
+    image = blobs()
+    tifffile.imwrite(tmp_path / "cells.tif", image, photometric="minisblack")
+    out = tmp_path / "cells_seg.tif"
+    code, stdout, _ = run_cli(capsys, str(tmp_path / "cells.tif"), "--out", str(out),
+                              "--model", str(model_dir))  # fmt: skip
+    assert code == 0
+    assert (calls[0]["prob"], calls[0]["nms"]) == thresholds(model_dir)  # model's defaults
+    labels = tifffile.imread(out)
+    assert labels.shape == image.shape
+    assert np.issubdtype(labels.dtype, np.integer)
+    np.testing.assert_array_equal(labels, calls[0]["labels"])
+    assert labels.max() > 0  # the thresholds keep a few candidates
+    assert str(out) in stdout
+    assert f"{len(np.unique(labels)) - 1} objects" in stdout
+
+
+def test_nifti_end_to_end_keeps_shape_and_affine(model_dir, calls, tmp_path, capsys):
+    data = blobs((20, 28, 36)).T  # stored (i, j, k) = XYZ
+    img = nib.Nifti1Image(data, AFFINE)
+    img.set_qform(AFFINE, code=1)
+    nib.save(img, tmp_path / "scan.nii.gz")
+    out = tmp_path / "scan_seg.nii.gz"
+    prob = thresholds(model_dir)[0] + 0.001
+    code, _, _ = run_cli(
+        capsys, str(tmp_path / "scan.nii.gz"), "--out", str(out), "--model", str(model_dir),
+        "--prob-thresh", str(prob), "--nms-thresh", "0.5", "--scale", "1",
+        "--n-tiles", "1", "2", "2", "--norm", "2", "99.5",
+    )  # fmt: skip
+    assert code == 0
+    call = calls[0]
+    assert call["shape"] == (20, 28, 36)  # ZYX inside
+    assert (call["prob"], call["nms"]) == (prob, 0.5)
+    settings = call["settings"]
+    assert settings.scale == (1.0, 1.0, 1.0)
+    assert settings.n_tiles == (1, 2, 2)
+    assert settings.norm == (2.0, 99.5)
+    written = nib.load(out)
+    assert written.shape == data.shape
+    np.testing.assert_allclose(written.affine, nib.load(tmp_path / "scan.nii.gz").affine)
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj), call["labels"].T)
+
+
+def test_several_inputs_go_to_a_folder_with_the_default_model(model_dir, calls, tmp_path, capsys):
+    registry.remember_model_folder(model_dir)
+    tifffile.imwrite(tmp_path / "a.tif", blobs(seed=1), photometric="minisblack")
+    nib.save(nib.Nifti1Image(blobs((16, 24, 24), seed=2), AFFINE), tmp_path / "b.nii")
+    out = tmp_path / "results"
+    code, _, _ = run_cli(capsys, str(tmp_path / "a.tif"), str(tmp_path / "b.nii"), "--out",
+                         str(out))  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.nii"]
+    assert tifffile.imread(out / "a_labels.tif").shape == (24, 32, 40)
+    assert nib.load(out / "b_labels.nii").shape == (16, 24, 24)
+    assert [(c["prob"], c["nms"]) for c in calls] == [thresholds(model_dir)] * 2
+
+
+def test_overwrite_replaces_an_existing_output(model_dir, calls, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", blobs(), photometric="minisblack")
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"old")
+    args = [str(tmp_path / "a.tif"), "--out", str(out), "--model", str(model_dir)]
+    assert run_cli(capsys, *args)[0] == 2
+    assert out.read_bytes() == b"old"
+    assert run_cli(capsys, *args, "--overwrite")[0] == 0
+    assert tifffile.imread(out).shape == (24, 32, 40)
+
+
+# ---------------------------------------------------------------------- user errors
+def _tif(tmp_path, name, array):
+    path = tmp_path / name
+    tifffile.imwrite(path, array, photometric="minisblack")
+    return path
+
+
+def _nan_volume():
+    volume = blobs().astype(np.float32)
+    volume[3, 4, 5] = np.nan
+    return volume
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.ones((32, 32), np.uint16) * np.arange(32, dtype=np.uint16), "3D"),
+        (np.random.default_rng(0).random((2, 16, 16, 16)).astype(np.float32), "3D"),
+        (np.random.default_rng(0).integers(0, 255, (16, 16, 16, 3), dtype=np.uint8), "RGB"),
+        (_nan_volume(), "NaN"),
+        (np.full((16, 16, 16), 7, np.uint16), "constant"),
+    ],
+    ids=["2d", "4d", "rgb", "nan", "constant"],
+)
+def test_unusable_volumes_exit_2_with_one_line(model_dir, tmp_path, capsys, array, expected):
+    path = _tif(tmp_path, "bad.tif", array)
+    code, _, err = run_cli(capsys, str(path), "--out", str(tmp_path / "o.tif"), "--model",
+                           str(model_dir))  # fmt: skip
+    assert code == 2
+    assert len(err) == 1
+    assert err[0].startswith("anystar segment: error: ")
+    assert expected in err[0]
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_path_and_option_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
+    good = _tif(tmp_path, "good.tif", blobs())
+    (tmp_path / "img.png").write_bytes(b"png")
+    (tmp_path / "taken.tif").write_bytes(b"keep")
+    broken = shutil.copytree(model_dir, tmp_path / "broken-model")
+    (broken / "weights_best.h5").unlink()
+    corrupt = shutil.copytree(model_dir, tmp_path / "corrupt-model")
+    (corrupt / "weights_best.h5").write_bytes(b"not hdf5")
+    model = ["--model", str(model_dir)]
+    cases = [
+        ([str(tmp_path / "missing.tif"), "--out", str(tmp_path / "x.tif"), *model],
+         "does not exist"),
+        ([str(tmp_path / "img.png"), "--out", str(tmp_path / "x.tif"), *model],
+         "unsupported file type"),
+        ([str(good), "--out", str(tmp_path / "taken.tif"), *model], "already exists"),
+        ([str(good), "--out", str(good), "--overwrite", *model], "would replace its input"),
+        ([str(good), "--out", str(tmp_path / "x.png"), *model], "--out"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--model", str(broken)], "weights"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--model", str(corrupt)],
+         "cannot load the model"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--model", "no-such-model"],
+         "Unknown model"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--scale", "1", "2", *model], "--scale"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--scale", "0", *model], "cale"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--prob-thresh", "1.5", *model],
+         "--prob-thresh"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--norm", "99", "1", *model], "ercentile"),
+        ([str(good), str(good), "--out", str(tmp_path / "taken.tif"), *model], "is a file"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2, argv
+        assert len(err) == 1, (argv, err)
+        assert err[0].startswith("anystar segment: error: "), err
+        assert expected in err[0], (expected, err[0])
+    assert (tmp_path / "taken.tif").read_bytes() == b"keep"
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_no_models_available_is_a_clear_error(tmp_path, capsys):
+    path = _tif(tmp_path, "good.tif", blobs())
+    code, _, err = run_cli(capsys, str(path), "--out", str(tmp_path / "o.tif"))
+    assert code == 2
+    assert err == [f"anystar segment: error: {registry.NO_MODELS_MESSAGE}"]

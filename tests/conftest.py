@@ -25,9 +25,12 @@ def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=
     from pathlib import Path
 
     import numpy as np
-    import tensorflow as tf
     from stardist import Rays_GoldenSpiral
-    from stardist.models import Config3D, StarDist3D
+
+    from napari_anystar._tf import import_tensorflow, stardist_models
+
+    tf = import_tensorflow()
+    Config3D, StarDist3D = stardist_models().Config3D, stardist_models().StarDist3D
 
     np.random.seed(seed)
     tf.random.set_seed(seed)

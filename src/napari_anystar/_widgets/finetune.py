@@ -1,0 +1,505 @@
+"""Fine-tune dock widget: train a model on the user's layer pairs and/or AnyStar synthetic data.
+
+Thin by design: it checks and snapshots the layers, builds a ``TrainSettings`` and drives the
+core ``train()`` generator in a napari thread worker. Closing that generator is the cancel
+path; the core then keeps the last checkpoint as a loadable model folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import re
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from scipy import ndimage
+
+from napari_anystar import _paths
+from napari_anystar._widgets._loss_plot import LossPlot
+from napari_anystar.model import registry
+from napari_anystar.synth import GENERATOR_TITLES
+from napari_anystar.train import TrainEvent, TrainSettings, train
+from napari_anystar.train.recipe import make_recipe
+
+SCRATCH = "from scratch (lite)"
+NO_GENERATOR = "none"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_pair(image: Any, labels: Any, image_name: str, labels_name: str) -> None:
+    """Raise ValueError (one line, names the layers) unless image/labels suit training."""
+    for data, name in ((image, image_name), (labels, labels_name)):
+        if data.ndim != 3:
+            raise ValueError(
+                f"Layer '{name}' is {data.ndim}D; fine-tuning needs 3D volumes (z, y, x)."
+            )
+    if image.shape != labels.shape:
+        raise ValueError(
+            f"Image '{image_name}' has shape {tuple(image.shape)} but labels '{labels_name}' "
+            f"has shape {tuple(labels.shape)}; they must match voxel for voxel."
+        )
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"Image '{image_name}' must hold real numbers, not {image.dtype}.")
+    if not np.isfinite(image).all():
+        raise ValueError(f"Image '{image_name}' contains NaN or infinite values.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"Labels '{labels_name}' must hold integer ids, not {labels.dtype}.")
+    lo, hi = labels.min(), labels.max()
+    if lo < 0:
+        raise ValueError(f"Labels '{labels_name}' contain negative ids; use 0 for background.")
+    if hi == 0:
+        raise ValueError(f"Labels '{labels_name}' have no objects (every voxel is 0).")
+    if lo == hi:
+        raise ValueError(
+            f"Labels '{labels_name}' have the same value ({hi}) everywhere; mark each object "
+            "with its own id and the background with 0."
+        )
+    if hi == 1:
+        n_parts = ndimage.label(labels > 0)[1]
+        if n_parts > 1:
+            raise ValueError(
+                f"Labels '{labels_name}' look like a binary mask (0/1) with {n_parts} separate "
+                "objects; give each object its own id (instance labels)."
+            )
+
+
+def default_output_name(base: str, folder: Path, today: _dt.date | None = None) -> str:
+    """``finetuned-<base>-<yyyymmdd>``, with ``-2``, ``-3``... appended if that folder exists."""
+    stem = f"finetuned-{base}-{(today or _dt.date.today()):%Y%m%d}"
+    name, n = stem, 1
+    while (folder / name).exists():
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
+def _drive(settings: TrainSettings, cancel: threading.Event) -> Generator[TrainEvent, None, tuple]:
+    """Run ``train(settings)``; once ``cancel`` is set, close it at the next event.
+
+    Closing is the core's cancel: it checkpoints and leaves a loadable model folder.
+    Returns ``(folder, cancelled)``.
+    """
+    gen = train(settings)
+    saved: Path | None = None
+    try:
+        while True:
+            if cancel.is_set() and saved is None:
+                gen.close()
+                return Path(settings.out_dir).expanduser().resolve(), True
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return Path(stop.value), False
+            if event.kind == "saved":
+                saved = event.path
+            yield event
+    finally:
+        gen.close()
+
+
+class FineTuneWidget(QWidget):
+    """Dock widget: pick data and a base model, train in the background, save a user model."""
+
+    progress = Signal(int, int)  # step, total
+    training_started = Signal()
+    training_finished = Signal(str)  # saved model folder
+    training_cancelled = Signal(str)  # folder holding the last checkpoint
+    training_failed = Signal(str)  # one-line reason
+    refused = Signal(str)  # validation message; no worker was started
+    _models_changed = Signal()
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self._cancel: threading.Event | None = None
+        self._result: tuple[str, Any] | None = None
+        self._name_edited = False
+        self._build_ui()
+        self._refresh_layer_combos()
+        self._refresh_models()
+        layers = self.viewer.layers.events
+        layers.inserted.connect(self._on_layer_inserted)
+        layers.removed.connect(self._on_layer_removed)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layer_combos)
+        self._models_changed.connect(self._refresh_models)
+        unsubscribe = registry.on_models_changed(self._models_changed_from_any_thread)
+        self.destroyed.connect(lambda *_: unsubscribe())
+
+    # ----------------------------------------------------------------------------------- UI
+    def _build_ui(self) -> None:
+        data_box = QGroupBox("Training data")
+        data_layout = QFormLayout(data_box)
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.add_pair_button = QPushButton("Add pair")
+        self.add_pair_button.clicked.connect(self.add_pair)
+        self.pair_list = QListWidget()
+        self.pair_list.setMaximumHeight(90)
+        self.remove_pair_button = QPushButton("Remove pair")
+        self.remove_pair_button.clicked.connect(self.remove_selected_pairs)
+        pair_buttons = QHBoxLayout()
+        pair_buttons.addWidget(self.add_pair_button)
+        pair_buttons.addWidget(self.remove_pair_button)
+        self.generator_combo = QComboBox()
+        self.generator_combo.addItem(NO_GENERATOR, None)
+        for name, title in GENERATOR_TITLES.items():
+            self.generator_combo.addItem(title, name)
+        self.generator_combo.currentIndexChanged.connect(self._update_fraction_enabled)
+        self.fraction_spin = QDoubleSpinBox()
+        self.fraction_spin.setRange(0.0, 1.0)
+        self.fraction_spin.setSingleStep(0.05)
+        self.fraction_spin.setValue(0.5)
+        self.fraction_spin.setToolTip(
+            "Share of each batch drawn from the generator when layer pairs are also given."
+        )
+        data_layout.addRow("Image", self.image_combo)
+        data_layout.addRow("Labels", self.labels_combo)
+        data_layout.addRow(pair_buttons)
+        data_layout.addRow(self.pair_list)
+        data_layout.addRow("Generator", self.generator_combo)
+        data_layout.addRow("Synthetic fraction", self.fraction_spin)
+
+        run_box = QGroupBox("Training")
+        run_layout = QFormLayout(run_box)
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip(
+            "Model to fine-tune, or a new network trained from scratch with the 'lite' recipe."
+        )
+        self.model_combo.currentIndexChanged.connect(self._on_base_changed)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 10_000_000)
+        self.steps_spin.setToolTip("Optimisation steps (the learning rate decays to 0 by the end).")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setToolTip("Training patches per step.")
+        self.tune_check = QCheckBox("Tune thresholds at the end")
+        self.tune_check.setChecked(True)
+        self.tune_check.setToolTip(
+            "Choose probability/NMS thresholds on validation data after training."
+        )
+        self.name_edit = QLineEdit()
+        self.name_edit.setToolTip(
+            "Folder name of the new model in the user models folder; never overwritten."
+        )
+        self.name_edit.textEdited.connect(self._on_name_edited)
+        run_layout.addRow("Base model", self.model_combo)
+        run_layout.addRow("Steps", self.steps_spin)
+        run_layout.addRow("Batch size", self.batch_spin)
+        run_layout.addRow(self.tune_check)
+        run_layout.addRow("Output name", self.name_edit)
+
+        self.start_button = QPushButton("Start training")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step and keep the last checkpoint.")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("step %v / %m")
+        self.progress_bar.setValue(0)
+        self._steps = (0, 0)  # (step, total) of the last optimisation step
+        self.loss_plot = LossPlot()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(data_box)
+        layout.addWidget(run_box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self._update_fraction_enabled()
+
+    def _refresh_layer_combos(self, *_: Any) -> None:
+        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
+            current = combo.currentData()
+            combo.clear()
+            for layer in self.viewer.layers:
+                if isinstance(layer, kind):
+                    combo.addItem(layer.name, layer)
+                    if layer is current:
+                        combo.setCurrentIndex(combo.count() - 1)
+        self._refresh_pair_texts()
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_layer_combos)
+        self._refresh_layer_combos()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        removed = event.value
+        for row in reversed(range(self.pair_list.count())):
+            if removed in self.pair_list.item(row).data(Qt.ItemDataRole.UserRole):
+                self.pair_list.takeItem(row)
+        self._refresh_layer_combos()
+
+    def _refresh_pair_texts(self) -> None:
+        for row in range(self.pair_list.count()):
+            item = self.pair_list.item(row)
+            image, labels = item.data(Qt.ItemDataRole.UserRole)
+            item.setText(f"{image.name}  +  {labels.name}")
+        self._update_fraction_enabled()
+
+    def _models_changed_from_any_thread(self) -> None:
+        with contextlib.suppress(RuntimeError):  # raised once this widget is deleted
+            self._models_changed.emit()  # queued to the GUI thread when called from a worker
+
+    def _refresh_models(self) -> None:
+        current = self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for entry in registry.list_models():
+            self.model_combo.addItem(f"{entry.name} ({entry.source})", entry)
+        self.model_combo.addItem(SCRATCH, None)
+        index = self.model_combo.findText(current)
+        self.model_combo.setCurrentIndex(max(index, 0))
+        self.model_combo.blockSignals(False)
+        if self.model_combo.currentText() != current:
+            self._on_base_changed()
+        else:
+            self._update_default_name()
+
+    def _on_base_changed(self, *_: Any) -> None:
+        """Show the run defaults of the chosen base (fine-tune) or of the 'lite' recipe."""
+        entry = self.model_combo.currentData()
+        probe = TrainSettings(
+            out_dir=Path(), config="lite", base_model=None if entry is None else entry.path
+        )
+        try:
+            recipe = make_recipe(probe)
+        except ValueError as exc:
+            self._set_status(str(exc))
+        else:
+            self.steps_spin.setValue(recipe.steps)
+            self.batch_spin.setValue(recipe.batch_size)
+        self._update_default_name()
+
+    def _update_fraction_enabled(self, *_: Any) -> None:
+        both = self.pair_list.count() > 0 and self.generator_combo.currentData() is not None
+        self.fraction_spin.setEnabled(both)
+
+    def _on_name_edited(self, text: str) -> None:
+        self._name_edited = bool(text.strip())
+
+    def _update_default_name(self, *_: Any) -> None:
+        if self._name_edited:
+            return
+        entry = self.model_combo.currentData()
+        base = entry.name if entry is not None else "scratch"
+        self.name_edit.setText(default_output_name(base, _paths.user_models_dir()))
+
+    # -------------------------------------------------------------------------------- pairs
+    def add_pair(self) -> None:
+        """Add the image/labels layers selected in the combos to the pair list."""
+        image, labels = self.image_combo.currentData(), self.labels_combo.currentData()
+        if image is None or labels is None:
+            self._refuse("Pick an image layer and a labels layer to add a pair.")
+            return
+        for row in range(self.pair_list.count()):
+            if self.pair_list.item(row).data(Qt.ItemDataRole.UserRole) == (image, labels):
+                self._refuse(f"The pair '{image.name}' + '{labels.name}' is already listed.")
+                return
+        item = QListWidgetItem()
+        item.setData(Qt.ItemDataRole.UserRole, (image, labels))
+        self.pair_list.addItem(item)
+        self._refresh_pair_texts()
+
+    def remove_selected_pairs(self) -> None:
+        """Remove the selected pairs (the last one when none is selected)."""
+        rows = sorted({i.row() for i in self.pair_list.selectedIndexes()}, reverse=True)
+        if not rows and self.pair_list.count():
+            rows = [self.pair_list.count() - 1]
+        for row in rows:
+            self.pair_list.takeItem(row)
+        self._update_fraction_enabled()
+
+    def pairs(self) -> list[tuple[Any, Any]]:
+        """The listed (image layer, labels layer) pairs."""
+        return [
+            self.pair_list.item(row).data(Qt.ItemDataRole.UserRole)
+            for row in range(self.pair_list.count())
+        ]
+
+    # ------------------------------------------------------------------------------ running
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def start(self) -> None:
+        """Check the inputs, snapshot the layers and start training in a worker."""
+        if self.is_running():
+            return
+        try:
+            settings = self._build_settings()
+        except ValueError as exc:
+            self._refuse(str(exc))
+            return
+        self._cancel = threading.Event()
+        self._result = None
+        self.loss_plot.clear()
+        self._steps = (0, settings.steps)
+        self._show_progress("step %v / %m", 0, settings.steps)
+        worker = create_worker(
+            _drive, settings, self._cancel, _start_thread=False,
+            _connect={"yielded": self._on_event, "returned": self._on_returned,
+                      "errored": self._on_errored, "finished": self._on_finished},
+        )
+        cancel = self._cancel
+        self.destroyed.connect(lambda *_: cancel.set())  # closing napari stops the run
+        self.worker = worker
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._set_status(f"Training '{Path(settings.out_dir).name}'...")
+        self.training_started.emit()
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop after the current step; the core keeps the last checkpoint."""
+        if self._cancel is not None and self.is_running():
+            self._cancel.set()
+            self.cancel_button.setEnabled(False)
+            self._set_status("Cancelling after the current step; keeping the last checkpoint...")
+
+    def _build_settings(self) -> TrainSettings:
+        generator = self.generator_combo.currentData()
+        pairs = self.pairs()
+        if not pairs and generator is None:
+            raise ValueError("No training data: add an image/labels pair or choose a generator.")
+        images, labels = [], []
+        for image_layer, labels_layer in pairs:
+            if image_layer.multiscale or labels_layer.multiscale:
+                raise ValueError("Multiscale layers cannot be used for fine-tuning.")
+            if image_layer.rgb:
+                raise ValueError(f"Image '{image_layer.name}' is RGB; use a single channel.")
+            image = np.array(image_layer.data, copy=True)
+            label = np.array(labels_layer.data, copy=True)
+            check_pair(image, label, image_layer.name, labels_layer.name)
+            images.append(image)
+            labels.append(label)
+        name = self.name_edit.text().strip()
+        if not _NAME_RE.match(name):
+            raise ValueError(
+                "Output name must start with a letter or digit and use only letters, digits, "
+                "'.', '_' and '-'."
+            )
+        out_dir = _paths.user_models_dir() / name
+        if out_dir.exists():
+            raise ValueError(f"A model named '{name}' already exists in {out_dir.parent}; "
+                             "choose another output name.")
+        both = generator is not None and bool(pairs)
+        entry = self.model_combo.currentData()
+        settings = TrainSettings(
+            out_dir=out_dir,
+            config="lite",
+            base_model=None if entry is None else entry.path,
+            generator=generator,
+            images=images,
+            labels=labels,
+            synthetic_fraction=float(self.fraction_spin.value()) if both else None,
+            steps=int(self.steps_spin.value()),
+            batch_size=int(self.batch_spin.value()),
+            optimize_thresholds=self.tune_check.isChecked(),
+        )
+        settings.validate()
+        return settings
+
+    def _on_event(self, event: TrainEvent) -> None:
+        if event.kind == "step":
+            self._steps = (event.step, event.total_steps)
+            self._show_progress("step %v / %m", event.step, event.total_steps)
+            self.loss_plot.add_point("train", event.step, event.loss)
+            self.progress.emit(event.step, event.total_steps)
+        elif event.kind == "epoch":
+            self.loss_plot.add_point("val", event.step, event.val_loss)
+            self._set_status(
+                f"Step {event.step}/{event.total_steps}: loss {_fmt(event.loss)}, "
+                f"validation loss {_fmt(event.val_loss)}"
+            )
+        elif event.kind in ("prepare", "thresholds") and event.total:
+            what = event.message or event.kind
+            self._show_progress(f"{what} %v / %m", event.done, event.total)
+            self._set_status(f"{what[:1].upper()}{what[1:]}...")
+
+    def _show_progress(self, fmt: str, value: int, maximum: int) -> None:
+        self.progress_bar.setFormat(fmt)
+        self.progress_bar.setRange(0, maximum)
+        self.progress_bar.setValue(value)
+
+    def _on_returned(self, result: tuple[Path, bool]) -> None:
+        folder, cancelled = result
+        self._result = ("cancelled" if cancelled else "finished", str(folder))
+
+    def _on_errored(self, exc: BaseException) -> None:
+        plain = isinstance(exc, (ValueError, OSError)) and str(exc)
+        reason = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+        self._result = ("failed", reason.splitlines()[0] if reason else type(exc).__name__)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        step, total = self._steps
+        self._show_progress("step %v / %m", step, max(total, 1))
+        kind, value = self._result or ("failed", "training stopped without a result")
+        if (_paths.user_models_dir() / self.name_edit.text().strip()).exists():
+            self._name_edited = False  # the name is taken now: offer a fresh default
+        self._refresh_models()
+        if kind == "failed":
+            message = f"Training failed: {value}"
+            show_error(message)
+            self._set_status(message)
+            self.training_failed.emit(value)
+        elif kind == "cancelled":
+            message = (f"Cancelled at step {step}/{total}; the last checkpoint is saved in "
+                       f"{value}")
+            self._set_status(message)
+            show_info(message)
+            self.training_cancelled.emit(value)
+        else:
+            message = f"Done: model saved in {value}"
+            self._set_status(message)
+            show_info(message)
+            self.training_finished.emit(value)
+
+    def _refuse(self, message: str) -> None:
+        show_error(message)
+        self._set_status(message)
+        self.refused.emit(message)
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -1,1 +1,23 @@
 """The AnyStar generative model: label maps, appearance, augmentation A(.), named generators."""
+
+from .export import export_samples
+from .generators import (
+    BACKGROUND_MODES,
+    GENERATOR_NAMES,
+    GENERATOR_TITLES,
+    SyntheticSample,
+    SynthSettings,
+    generate,
+    sample_seed,
+)
+
+__all__ = [
+    "BACKGROUND_MODES",
+    "GENERATOR_NAMES",
+    "GENERATOR_TITLES",
+    "SynthSettings",
+    "SyntheticSample",
+    "export_samples",
+    "generate",
+    "sample_seed",
+]

@@ -2,9 +2,12 @@
 
 Measures, on this machine:
 - ``fresh_sample_median_s``: per generator, median wall seconds of one fresh sample
-  (new label map + appearance + A(.); 128^3 synthesis grid, 64^3 output), in-process;
+  (new label map + appearance + A(.), the MONAI pipeline; 128^3 synthesis grid, 64^3 output),
+  in-process;
   ``fresh_sample_cpu_median_s`` the same in CPU seconds of this process (robust to a busy,
   shared machine); ``as_mix_stage_median_s`` splits AS-Mix into label map / g(L) / A(.).
+- ``augment_pipeline_build_s``: importing ``monai.transforms`` and building the A(.) Compose,
+  paid once per process (each CLI worker pays it).
 - ``cli_samples_per_s``: ``anystar synth --n N --workers 2`` run as a subprocess, wall clock
   including interpreter start-up and imports (``cli_method`` says what was run).
   ``cli_cpu_s`` is the CPU time of the CLI and its workers; ``cli_samples_per_s_cpu_bound`` =
@@ -122,8 +125,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from napari_anystar.synth import GENERATOR_NAMES, generate
+    from napari_anystar.synth.augment import build_pipeline
 
     load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    build_pipeline(64)
+    build_s = time.perf_counter() - start
     generate("as-mix", 0)  # warm-up: imports, first-call allocations
     medians, cpu_medians = {}, {}
     for name in GENERATOR_NAMES:
@@ -137,6 +144,7 @@ def main() -> None:
         "fresh_sample_median_s": medians,
         "fresh_sample_cpu_median_s": cpu_medians,
         "as_mix_stage_median_s": stages,
+        "augment_pipeline_build_s": round(build_s, 3),
         "samples_per_generator": args.samples,
         **cli,
         "peak_rss_mb": round(peak, 1),

@@ -1,4 +1,4 @@
-"""A(.): the hand-written steps equal MONAI's transforms; outputs keep the invariants."""
+"""A(.): the MONAI pipeline in the paper's order; determinism, invariants, label geometry."""
 
 from __future__ import annotations
 
@@ -8,55 +8,124 @@ import torch
 
 from napari_anystar.synth import augment as aug
 
+SIZE = 24
+# class names and probabilities of the paper's steps (None: deterministic step)
+PAPER_STEPS = [
+    ("ScaleIntensityd", None),
+    ("RandSpatialCropd", None),
+    ("RandZoomd", 1.0),
+    ("RandAffined", 1.0),
+    ("RandBiasFieldd", 1.0),
+    ("RandGaussianNoised", 0.25),
+    ("RandKSpaceSpikeNoised", 0.2),
+    ("RandAdjustContrastd", 0.8),
+    ("RandGaussianSmoothd", 0.8),
+    ("RandRicianNoised", 0.2),
+    ("RandGibbsNoised", 0.5),
+    ("RandGaussianSharpend", 0.25),
+    ("RandHistogramShiftd", 0.1),
+    ("RandAxisFlipd", 1.0),
+    ("OneOf", None),  # RandRotate90d, p=1, in one of the three planes
+    ("Rand3DElasticd", 1.0),
+    ("ScaleIntensityd", None),
+    ("RandCoarseDropoutd", 0.2),
+]
+
 
 @pytest.fixture(scope="module")
-def volume():
-    return np.random.default_rng(0).random((20, 24, 22)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def monai_transforms():
-    from monai.data import get_track_meta, set_track_meta
-    from monai.transforms import GaussianSmooth, GibbsNoise, Zoom
-
-    previous = get_track_meta()
-    set_track_meta(False)
-    yield GaussianSmooth, GibbsNoise, Zoom
-    set_track_meta(previous)
-
-
-def test_steps_match_monai(volume, monai_transforms):
-    smooth, gibbs, zoom = monai_transforms
-    expected = np.asarray(gibbs(alpha=0.3)(torch.from_numpy(volume[None])))[0]
-    np.testing.assert_allclose(aug._gibbs(volume, 0.3), expected, atol=1e-5)
-    for factor in (0.6, 1.3):
-        expected = np.asarray(zoom(zoom=factor, mode="trilinear", padding_mode="reflect",
-                                   keep_size=True)(torch.from_numpy(volume[None])))[0]
-        np.testing.assert_allclose(aug._zoom(volume, volume.copy(), factor)[0], expected,
-                                   atol=1e-5)
-    sigmas = (0.2, 0.3, 0.1)
-    expected = np.asarray(smooth(sigma=sigmas)(torch.from_numpy(volume[None])))[0]
-    np.testing.assert_allclose(aug._blur(volume, sigmas), expected, atol=1e-5)
-
-
-def test_augment_invariants():
-    rng = np.random.default_rng(1)
+def blobs():
+    """A 48^3 grid of 7^3 cubes (ids 1..64), bright on a dark background."""
     labels = np.zeros((48, 48, 48), np.int32)
-    labels[10:20, 10:20, 10:20] = 3
-    labels[25:40, 22:36, 20:38] = 7
+    corners = range(4, 48, 12)
+    ids = iter(range(1, 65))
+    for z in corners:
+        for y in corners:
+            for x in corners:
+                labels[z : z + 7, y : y + 7, x : x + 7] = next(ids)
     image = np.where(labels > 0, 200.0, 20.0).astype(np.float32)
-    for _ in range(3):
-        out_image, out_labels = aug.augment(rng, image, labels, 24)
-        assert out_image.shape == out_labels.shape == (24, 24, 24)
-        assert out_image.dtype == np.float32 and np.isfinite(out_image).all()
+    return image, labels
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_pipeline_is_monai_in_paper_order():
+    pipeline = aug.build_pipeline(SIZE)
+    steps = pipeline.transforms
+    assert [type(t).__name__ for t in steps] == [name for name, _ in PAPER_STEPS]
+    assert all(type(t).__module__.startswith("monai.transforms") for t in steps)
+    for step, (name, prob) in zip(steps, PAPER_STEPS, strict=True):
+        if prob is not None:
+            assert step.prob == pytest.approx(prob), name
+    rotations = steps[14].transforms
+    assert [type(t).__name__ for t in rotations] == ["RandRotate90d"] * 3
+    assert {t.spatial_axes for t in rotations} == {(0, 1), (0, 2), (1, 2)}
+    assert all(t.prob == 1.0 for t in rotations)
+    assert aug.build_pipeline(SIZE) is pipeline  # built once per process and size
+
+
+def test_same_seed_same_output_different_seed_differs(blobs):
+    image, labels = blobs
+    first = aug.augment(np.random.default_rng(5), image, labels, SIZE)
+    other = aug.augment(np.random.default_rng(6), image, labels, SIZE)
+    again = aug.augment(np.random.default_rng(5), image, labels, SIZE)  # after another call
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_outputs_shapes_dtypes_range(blobs):
+    image, labels = blobs
+    for seed in range(3):
+        out_image, out_labels = aug.augment(np.random.default_rng(seed), image, labels, SIZE)
+        assert out_image.shape == out_labels.shape == (SIZE,) * 3
+        assert out_image.dtype == np.float32 and out_labels.dtype == np.int32
+        assert np.isfinite(out_image).all()
         assert out_image.min() >= 0 and out_image.max() <= 1
-        assert set(np.unique(out_labels).tolist()) <= {0, 3, 7}  # nearest: no new ids
+        # nearest-neighbour label sampling: no new ids
+        assert set(np.unique(out_labels).tolist()) <= set(range(65))
+
+
+def test_labels_follow_the_image_geometry(blobs):
+    """Bright input instances stay where the augmented labels are (most draws)."""
+    image, labels = blobs
+    aligned = 0
+    seeds = range(10, 18)
+    for seed in seeds:
+        out_image, out_labels = aug.augment(np.random.default_rng(seed), image, labels, SIZE)
+        foreground = (out_labels > 0).ravel()
+        assert 0 < foreground.sum() < foreground.size
+        aligned += np.corrcoef(out_image.ravel(), foreground)[0, 1] > 0.3
+    # a label map that missed a spatial step would correlate ~0 with the image
+    assert aligned >= len(seeds) - 2
+
+
+def test_coarse_dropout_same_holes_in_image_and_labels():
+    dropout = aug.build_pipeline(SIZE).transforms[-1]
+    ones = {key: torch.ones((1, SIZE, SIZE, SIZE)) for key in ("image", "label")}
+    for seed in range(100):
+        dropout.set_random_state(seed=seed)
+        out = dropout(dict(ones))
+        holes = out["image"][0] == 0
+        if holes.any():
+            break
+    assert holes.any()
+    assert torch.equal(holes, out["label"][0] == 0)
+    assert 12**3 <= int(holes.sum()) <= 20 * 12**3
 
 
 def test_final_noise_only_on_nonzero_voxels():
     image = np.zeros((16, 16, 16), np.float32)
     image[4:12] = 0.5
+    changed = 0
     for seed in range(30):
         out = aug.final_noise(np.random.default_rng(seed), image)
         assert (out[image == 0] == 0).all()
         assert out.min() >= 0 and out.max() <= 1
+        changed += not np.array_equal(out, image)
+    assert 0 < changed < 30  # applied with p=0.2

@@ -1,0 +1,158 @@
+"""Instances from a cached network output, for any (probability, NMS) threshold pair.
+
+``InstanceSolver.labels(p, n)`` equals ``model.predict_instances(image, prob_thresh=p,
+nms_thresh=n, scale=..., n_tiles=..., normalizer=...)[0]`` for the image, model and settings
+that produced the :class:`NetworkOutput`. A threshold change re-runs only the NMS and the
+label rendering, and both reuse work across calls: the NMS keeps every pairwise overlap it
+ever computed (:mod:`._nms3d`), and each kept polyhedron is rasterised once (with StarDist's
+own renderer) and then pasted in StarDist's order.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ._nms3d import GreedyNMS, Undecidable
+from .predict import NetworkOutput
+
+
+class InstanceSolver:
+    """Rebuilds StarDist instances from a :class:`NetworkOutput` for any threshold pair."""
+
+    def __init__(self, output: NetworkOutput, model, *, max_cached: int = 8) -> None:
+        from stardist.rays3d import rays_from_json
+
+        self.output = output
+        self.model = model
+        self.rays = rays_from_json(model.config.rays_json)
+        self._scale = None if output.scale is None else dict(zip("ZYX", output.scale, strict=False))
+        self._nms = GreedyNMS(output.cand_prob, output.cand_dist, output.points, self.rays)
+        self._results: OrderedDict[tuple[float, float], np.ndarray] = OrderedDict()
+        self._max_cached = int(max_cached)
+        self._masks: dict[int, tuple[tuple[slice, ...], np.ndarray]] = {}
+        self.last_n_kept = 0
+        self.n_fallbacks = 0
+        # geometry used for rendering (points/rays mapped back to the input image, float32)
+        if output.scale is None:
+            self._rpoints = output.points.astype(np.float32)
+            rrays = self.rays
+        else:
+            rescale = tuple(1.0 / s for s in output.scale)
+            self._rpoints = (output.points * np.array(rescale).reshape(1, 3)).astype(np.float32)
+            rrays = self.rays.copy(scale=rescale)
+        self._rverts = np.ascontiguousarray(rrays.vertices, np.float32)
+        self._rfaces = np.ascontiguousarray(rrays.faces, np.int32)
+
+    # ------------------------------------------------------------------ candidates
+    def _check(self, prob_thresh: float, nms_thresh: float) -> None:
+        if not (0.0 <= nms_thresh <= 1.0):
+            raise ValueError(f"NMS threshold must be in [0, 1], got {nms_thresh}.")
+        if not (self.output.min_prob <= prob_thresh <= 1.0):
+            raise ValueError(f"Probability threshold must be in [{self.output.min_prob:g}, 1], "
+                             f"got {prob_thresh}.")
+
+    def candidates(self, prob_thresh: float) -> np.ndarray:
+        """Indices of the stored candidates StarDist passes to NMS at ``prob_thresh``."""
+        return np.flatnonzero(self.output.cand_prob > np.float32(prob_thresh))
+
+    def n_candidates(self, prob_thresh: float) -> int:
+        return len(self.candidates(prob_thresh))
+
+    # ------------------------------------------------------------------ labels
+    def labels(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
+        """Label image (input image shape, int32) for this threshold pair."""
+        prob_thresh, nms_thresh = float(prob_thresh), float(nms_thresh)
+        self._check(prob_thresh, nms_thresh)
+        key = (prob_thresh, nms_thresh)
+        if key not in self._results:
+            try:
+                kept = self._nms.survivors(self.candidates(prob_thresh), nms_thresh)
+                lbl = self._render(kept)
+            except Undecidable:
+                self.n_fallbacks += 1
+                lbl = self.reference_labels(prob_thresh, nms_thresh)
+            self._results[key] = lbl
+            while len(self._results) > self._max_cached:
+                self._results.popitem(last=False)
+        self._results.move_to_end(key)
+        return self._results[key].copy()
+
+    def reference_labels(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
+        """StarDist's own NMS + rendering on the stored candidates (slow, the definition)."""
+        out = self.output
+        sel = self.candidates(prob_thresh)
+        lbl, _details = self.model._instances_from_prediction(
+            out.image_shape, out.cand_prob[sel], out.cand_dist[sel], points=out.points[sel],
+            prob_thresh=prob_thresh, nms_thresh=nms_thresh, scale=self._scale)
+        return lbl
+
+    # ------------------------------------------------------------------ rendering
+    def _render(self, kept: np.ndarray) -> np.ndarray:
+        """``polyhedron_to_label`` + ``relabel_sequential`` from cached per-polyhedron masks."""
+        from stardist.matching import relabel_sequential
+
+        shape = self.output.image_shape
+        self.last_n_kept = len(kept)
+        if len(kept) == 0:
+            return relabel_sequential(np.zeros(shape, np.uint16))[0]
+        self._ensure_masks(kept)
+        order = np.argsort(self.output.cand_prob[kept])[::-1]   # as polyhedron_to_label
+        free = np.ones(shape, bool)
+        written = []
+        for k in order:
+            sl, mask = self._masks[int(kept[k])]
+            w = mask & free[sl]
+            if w.any():
+                free[sl] &= ~w
+                written.append((k + 1, sl, w))
+        # relabel_sequential: visible labels, by increasing label value, become 1..m
+        lut = np.zeros(len(kept) + 1, np.int32)
+        visible = np.array(sorted(lab for lab, _, _ in written), dtype=np.int64)
+        lut[visible] = np.arange(1, len(visible) + 1)
+        out = np.zeros(shape, np.int32)
+        for lab, sl, w in written:
+            out[sl][w] = lut[lab]
+        return out
+
+    def _render_bbox(self, idx: np.ndarray) -> np.ndarray:
+        """Inclusive voxel boxes (z0, z1, y0, y1, x0, x1) of rendered polyhedra, 1 voxel margin."""
+        pv = (self._rpoints[idx][:, None, :]
+              + self.output.cand_dist[idx][:, :, None] * self._rverts[None])
+        r = np.rint(pv).astype(np.int64)
+        lo = np.maximum(r.min(axis=1) - 1, 0)
+        hi = np.minimum(r.max(axis=1) + 1, np.array(self.output.image_shape) - 1)
+        return np.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1], lo[:, 2], hi[:, 2]], 1)
+
+    def _ensure_masks(self, kept: np.ndarray) -> None:
+        """Rasterise missing polyhedra with StarDist's renderer, bbox-disjoint ones together."""
+        from stardist.lib.stardist3d import c_polyhedron_to_label
+
+        todo = np.array([i for i in kept if int(i) not in self._masks], dtype=np.int64)
+        if not len(todo):
+            return
+        boxes = self._render_bbox(todo)
+        batches: list[list[int]] = []
+        for n, b in enumerate(boxes):
+            for batch in batches:
+                bb = boxes[batch]
+                overlap = ((bb[:, 0] <= b[1]) & (b[0] <= bb[:, 1]) & (bb[:, 2] <= b[3])
+                           & (b[2] <= bb[:, 3]) & (bb[:, 4] <= b[5]) & (b[4] <= bb[:, 5]))
+                if not overlap.any():
+                    batch.append(n)
+                    break
+            else:
+                batches.append([n])
+        shape = self.output.image_shape
+        for batch in batches:
+            idx = todo[batch]
+            lab = c_polyhedron_to_label(
+                np.ascontiguousarray(self.output.cand_dist[idx], np.float32),
+                np.ascontiguousarray(self._rpoints[idx], np.float32),
+                self._rverts, self._rfaces, np.arange(1, len(idx) + 1, dtype=np.int32),
+                np.int32(0), np.int32(0), np.int32(0), np.int32(0), shape)
+            for n, i in enumerate(idx, start=1):
+                b = boxes[batch[n - 1]]
+                sl = (slice(b[0], b[1] + 1), slice(b[2], b[3] + 1), slice(b[4], b[5] + 1))
+                self._masks[int(i)] = (sl, lab[sl] == n)

@@ -1,0 +1,139 @@
+"""Live thresholds: InstanceSolver labels are identical to StarDist's predict_instances."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_stardist3d
+from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.predict import PredictSettings, make_normalizer, predict_network
+
+
+def _volume(shape, seed=0):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random(shape).astype(np.float32), 1.5) * 1000
+
+
+@pytest.fixture(scope="module")
+def nms_model(tmp_path_factory):
+    """Tiny random StarDist3D (grid 1,2,2) whose outputs are rescaled to busy NMS inputs.
+
+    Random weights give probabilities ~0.5 and distances ~0; the last two layers are
+    rescaled so probabilities spread over (0, 1) and distances are a few voxels: hundreds of
+    overlapping candidates, which exercises every stage of StarDist's 3D NMS.
+    """
+    from stardist.models import StarDist3D
+
+    folder = make_tiny_stardist3d(tmp_path_factory.mktemp("nms"), "nms", grid=(1, 2, 2))
+    model = StarDist3D(None, name="nms", basedir=str(folder.parent))
+    x = make_normalizer((1.0, 99.8)).before(_volume((20, 32, 32))[..., None], "ZYXC")[..., 0]
+    prob, dist = model.predict(x)
+    prob = np.clip(prob, 1e-6, 1 - 1e-6)
+    layer_p, layer_d = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
+    (kp, bp), (kd, bd) = layer_p.get_weights(), layer_d.get_weights()
+    logit = np.log(prob / (1 - prob))
+    sp = 1.0 / logit.std()
+    layer_p.set_weights([kp * sp, np.array([-2.0 - sp * (logit - bp[0]).mean()], np.float32)])
+    sd = 0.6 / dist.std()
+    layer_d.set_weights([kd * sd, (3.0 - sd * (dist - bd).mean()) * np.ones_like(bd)])
+    return model
+
+
+def _network(model, image, settings):
+    gen = predict_network(model, image, settings)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _reference(model, image, settings, p, n, n_tiles=None):
+    labels, _ = model.predict_instances(
+        image, prob_thresh=p, nms_thresh=n, n_tiles=n_tiles,
+        scale=settings.scale, normalizer=make_normalizer(settings.norm),
+        show_tile_progress=False)
+    return labels
+
+
+def _assert_identical(solver, model, image, settings, pairs, n_tiles=None):
+    for p, n in pairs:
+        ours = solver.labels(p, n)
+        ref = _reference(model, image, settings, p, n, n_tiles)
+        assert ours.dtype == ref.dtype and ours.shape == image.shape
+        assert np.array_equal(ours, ref), (p, n)
+    return ours
+
+
+def test_labels_identical_to_predict_instances(nms_model):
+    image = _volume((20, 32, 32))
+    settings = PredictSettings()
+    out = _network(nms_model, image, settings)
+    solver = InstanceSolver(out, nms_model)
+    assert solver.n_candidates(0.35) > 80          # a busy NMS
+    pairs = [(0.45, 0.3), (0.4, 0.6), (0.5, 0.1)]
+    _assert_identical(solver, nms_model, image, settings, pairs)
+    counts = [solver.labels(p, n).max() for p, n in pairs]
+    assert min(counts) >= 5 and len(set(counts)) > 1
+    assert solver.n_fallbacks == 0
+
+
+def test_labels_identical_when_tiled(nms_model):
+    image = _volume((12, 112, 112), seed=1)
+    settings = PredictSettings(n_tiles=(1, 2, 2))
+    out = _network(nms_model, image, settings)
+    assert out.tiles_total == 4
+    solver = InstanceSolver(out, nms_model)
+    _assert_identical(solver, nms_model, image, settings, [(0.6, 0.3), (0.65, 0.5)],
+                      n_tiles=(1, 2, 2))
+
+
+def test_labels_identical_with_scale(nms_model):
+    image = _volume((16, 36, 36), seed=2)
+    settings = PredictSettings(scale=(1.2, 0.8, 0.8), norm=(2.0, 99.5))
+    out = _network(nms_model, image, settings)
+    solver = InstanceSolver(out, nms_model)
+    labels = _assert_identical(solver, nms_model, image, settings, [(0.45, 0.3), (0.5, 0.5)])
+    assert labels.shape == (16, 36, 36) and labels.max() > 0
+
+
+def test_threshold_changes_do_not_rerun_the_network(nms_model):
+    out = _network(nms_model, _volume((20, 32, 32), seed=4), PredictSettings())
+    solver = InstanceSolver(out, nms_model)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("network called")
+
+    nms_model.keras_model.predict = forbidden
+    try:
+        a = solver.labels(0.55, 0.4)
+        b = solver.labels(0.5, 0.2)
+        a[...] = -1                                  # callers get copies
+        assert np.array_equal(solver.labels(0.55, 0.4), solver.reference_labels(0.55, 0.4))
+        assert b.max() > 0
+    finally:
+        del nms_model.keras_model.predict
+
+
+def test_lower_probability_threshold_never_fewer_candidates(nms_model):
+    out = _network(nms_model, _volume((20, 32, 32), seed=5), PredictSettings())
+    solver = InstanceSolver(out, nms_model)
+    ps = np.linspace(out.min_prob, 0.95, 25)
+    counts = [solver.n_candidates(p) for p in ps]
+    assert all(a >= b for a, b in itertools.pairwise(counts))
+    assert counts[0] == out.n_candidates > counts[-1]
+    assert counts == [out.count_candidates(p) for p in ps]
+
+
+def test_threshold_validation(nms_model):
+    out = _network(nms_model, _volume((20, 32, 32)), PredictSettings())
+    solver = InstanceSolver(out, nms_model)
+    for p, n in [(out.min_prob / 2, 0.4), (1.5, 0.4), (0.5, -0.1), (0.5, 1.2)]:
+        with pytest.raises(ValueError, match="threshold"):
+            solver.labels(p, n)
+    assert solver.labels(0.99, 0.4).max() == 0

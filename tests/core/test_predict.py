@@ -1,0 +1,189 @@
+"""Network part of Segment: settings, input checks, normalisation, tiling, progress, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.predict import (
+    NetworkOutput,
+    PredictSettings,
+    auto_n_tiles,
+    check_volume,
+    make_normalizer,
+    normalize,
+    predict_network,
+)
+from napari_anystar.model.segment import segment_volume
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from stardist.models import StarDist3D
+
+    return StarDist3D(None, name=tiny_model_dir.name, basedir=str(tiny_model_dir.parent))
+
+
+def _volume(shape, seed=0):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random(shape).astype(np.float32), 1.5) * 1000
+
+
+def _drain(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(norm=(50.0, 10.0)), dict(norm=(-1.0, 99.0)), dict(norm=(1.0, 101.0)),
+    dict(scale=(1.0, 0.0, 1.0)), dict(scale=(1.0, 1.0)), dict(n_tiles=(1, 0, 1)),
+    dict(n_tiles=(1, 1.5, 1)), dict(device="tpu"),
+])
+def test_settings_validate_rejects(kwargs):
+    with pytest.raises(ValueError):
+        PredictSettings(**kwargs).validate()
+
+
+def test_settings_defaults():
+    s = PredictSettings()
+    s.validate()
+    assert s.norm == (1.0, 99.8) and s.scale is None and s.n_tiles is None and s.device == "auto"
+
+
+@pytest.mark.parametrize("image, words", [
+    (np.ones((32, 32)), "3D"),
+    (np.ones((4, 16, 16, 16)), "3D"),
+    (np.ones((8, 16, 16, 3)), "RGB"),
+    (np.ones((8, 16, 16, 4)), "RGB"),
+    (np.zeros((0, 16, 16)), "empty"),
+    (np.full((16, 16, 16), 7.0), "constant"),
+    (np.where(np.eye(16)[None] > 0, np.nan, 1.0) * np.ones((16, 1, 1)), "NaN"),
+    (np.where(np.eye(16)[None] > 0, np.inf, 1.0) * np.ones((16, 1, 1)), "infinite"),
+    (np.arange(4 * 16 * 16, dtype=float).reshape(4, 16, 16), "too small"),
+])
+def test_check_volume_errors(image, words):
+    with pytest.raises(ValueError, match=words) as err:
+        check_volume(image)
+    assert "\n" not in str(err.value)
+
+
+def test_check_volume_too_small_after_scaling():
+    image = np.arange(16**3, dtype=float).reshape(16, 16, 16)
+    check_volume(image)
+    with pytest.raises(ValueError, match="too small"):
+        check_volume(image, scale=(0.25, 1.0, 1.0))
+
+
+def test_normalize_maps_percentiles_to_0_and_1():
+    img = np.random.default_rng(1).gamma(2.0, 100.0, size=(20, 30, 30)).astype(np.float32)
+    for lo, hi in [(1.0, 99.8), (5.0, 95.0)]:
+        x = normalize(img, (lo, hi))
+        assert x.dtype == np.float32 and x.shape == img.shape
+        assert np.percentile(x, lo) == pytest.approx(0.0, abs=1e-5)
+        assert np.percentile(x, hi) == pytest.approx(1.0, abs=1e-5)
+    assert not np.allclose(normalize(img, (1.0, 99.8)), normalize(img, (5.0, 95.0)))
+
+
+def test_auto_n_tiles_gives_about_64_voxel_windows():
+    assert auto_n_tiles((32, 48, 48)) == (1, 1, 1)
+    assert auto_n_tiles((128, 128, 128)) == (2, 2, 2)
+    assert auto_n_tiles((51, 260, 130)) == (1, 4, 2)
+    for shape in [(100, 200, 300), (64, 65, 500)]:
+        windows = np.array(shape) / np.array(auto_n_tiles(shape))
+        assert np.all((windows >= 42) & (windows <= 96))
+
+
+def test_predict_network_single_tile(model):
+    img = _volume((24, 40, 40))
+    events, out = _drain(predict_network(model, img, PredictSettings()))
+    assert isinstance(out, NetworkOutput)
+    assert events == [(0, 1), (1, 1)] and out.tiles_total == 1
+    assert out.image_shape == img.shape == out.scaled_shape
+    assert out.prob.shape == tuple(int(np.ceil(s / g)) for s, g in zip(img.shape, out.grid,
+                                                                      strict=True))
+    n = out.n_candidates
+    assert n > 0 and out.points.shape == (n, 3) and out.cand_dist.shape == (n, 32)
+    assert out.cand_prob.dtype == np.float32 and np.all(out.cand_prob > out.min_prob)
+    assert np.all(out.cand_dist >= 1e-3)
+    # candidates lie on the grid, inside the image
+    assert np.all(out.points % np.array(out.grid) == 0)
+    assert np.all((out.points >= 0) & (out.points < np.array(img.shape)))
+    # the stored probabilities are the network's probabilities at those points
+    g = np.array(out.grid)
+    assert np.array_equal(out.prob[tuple((out.points // g).T)], out.cand_prob)
+
+
+def test_auto_tiling_covers_volume_and_reports_each_tile(model):
+    img = _volume((24, 130, 130))
+    settings = PredictSettings()
+    events, out = _drain(predict_network(model, img, settings))
+    assert out.n_tiles == (1, 2, 2)
+    total = out.tiles_total
+    assert total == 4
+    assert events == [(k, total) for k in range(total + 1)]
+    # the dense probability map is filled everywhere, and equals the untiled prediction
+    _, whole = _drain(predict_network(model, img, PredictSettings(n_tiles=(1, 1, 1))))
+    assert out.prob.shape == whole.prob.shape
+    assert np.allclose(out.prob, whole.prob, atol=1e-4)
+
+
+def test_scale_resizes_before_the_network(model):
+    img = _volume((24, 40, 40))
+    _, out = _drain(predict_network(model, img, PredictSettings(scale=(1.5, 0.8, 0.8))))
+    assert out.image_shape == (24, 40, 40)
+    assert out.scaled_shape == (36, 32, 32)
+    assert out.scale == (1.5, 0.8, 0.8)
+    assert np.all(out.points < np.array(out.scaled_shape))
+
+
+def test_cancel_stops_before_all_tiles(model):
+    calls = []
+    original = model.keras_model.predict
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    model.keras_model.predict = counting
+    try:
+        gen = predict_network(model, _volume((24, 130, 130)), PredictSettings(n_tiles=(1, 2, 2)))
+        assert next(gen) == (0, 4)
+        assert next(gen) == (1, 4)
+        gen.close()
+    finally:
+        del model.keras_model.predict
+    assert len(calls) == 1
+
+
+def test_cpu_device_and_missing_gpu(model):
+    img = _volume((24, 40, 40))
+    _, out_cpu = _drain(predict_network(model, img, PredictSettings(device="cpu")))
+    _, out_auto = _drain(predict_network(model, img, PredictSettings()))
+    assert np.allclose(out_cpu.prob, out_auto.prob, atol=1e-5)
+    import tensorflow as tf
+
+    if not tf.config.list_logical_devices("GPU"):
+        with pytest.raises(ValueError, match="GPU"):
+            next(predict_network(model, img, PredictSettings(device="gpu")))
+
+
+def test_segment_volume_equals_predict_instances(model):
+    img = _volume((24, 40, 40), seed=3)
+    settings = PredictSettings(norm=(2.0, 99.0))
+    events, labels = _drain(segment_volume(model, img, settings, 0.5, 0.4))
+    assert events[-1] == (1, 1)
+    ref, _ = model.predict_instances(img, prob_thresh=0.5, nms_thresh=0.4,
+                                     normalizer=make_normalizer(settings.norm),
+                                     show_tile_progress=False)
+    assert labels.shape == img.shape and labels.max() > 0
+    assert np.array_equal(labels, ref)
+    # the fast path too, with this model's degenerate (1e-3 voxel) polyhedra
+    _, out = _drain(predict_network(model, img, settings))
+    assert np.array_equal(InstanceSolver(out, model).labels(0.5, 0.4), ref)

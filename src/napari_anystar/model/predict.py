@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_anystar._tf import import_tensorflow
+
 #: Edge length the network windows should have after scaling (the AnyStar training patch size).
 WINDOW = 64
 #: Smallest accepted edge length (voxels, after scaling) of a volume.
@@ -141,7 +143,7 @@ def min_network_size(model) -> int:
 def _device_context(device: str):
     if device == "auto":
         return contextlib.nullcontext()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if device == "gpu":
         if not tf.config.list_logical_devices("GPU"):

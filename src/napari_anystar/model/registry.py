@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_anystar._paths import user_config_dir, user_models_dir
+from napari_anystar._tf import stardist_models
 
 if TYPE_CHECKING:
     from stardist.models import StarDist3D
@@ -290,7 +291,7 @@ def load_model(entry: ModelEntry) -> StarDist3D:
 
 
 def _load(folder: Path, weights: Path) -> StarDist3D:
-    from stardist.models import StarDist3D
+    StarDist3D = stardist_models().StarDist3D
 
     try:
         # StarDist prints what it loads; keep stdout clean for the CLI.

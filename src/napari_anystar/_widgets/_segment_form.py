@@ -1,0 +1,161 @@
+"""Controls of the Segment dock widget (layout only; behaviour lives in ``segment.py``)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QLabeledDoubleSlider
+
+from napari_anystar._widgets._segment_models import ModelChooser
+from napari_anystar.model.predict import DEFAULT_MIN_PROB
+
+DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
+AXES = ("Z", "Y", "X")
+
+HELP = {
+    "image": "3D image layer to segment (never modified). For a 4D+ layer (e.g. a time series) "
+    "the 3D volume currently displayed is used.",
+    "prob": "Probability threshold: lower it to get more objects, raise it to get fewer.",
+    "nms": "Non-maximum suppression (overlap) threshold: raise it to keep more touching objects.",
+    "norm": "Intensity normalisation: the low/high percentiles mapped to 0 and 1.",
+    "scale": "Rescale factors (Z, Y, X) applied before the network. Default: the layer's voxel "
+    "size divided by its X voxel size (isotropic voxels at the in-plane resolution, e.g. voxel "
+    "size (2, 0.5, 0.5) -> (4, 1, 1)). Choose them so objects are ~10-40 voxels across.",
+    "tiles": "Split the volume into Z x Y x X tiles (automatic: windows of about 64^3 voxels).",
+    "device": "Where the network runs: Auto uses a GPU when TensorFlow sees one.",
+    "show_prob": "Also show the network's object probability map as an image layer.",
+}
+
+
+def _spin_row(spins: list[QWidget]) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for axis, spin in zip(AXES, spins, strict=True):
+        spin.setToolTip(axis)
+        layout.addWidget(QLabel(axis))
+        layout.addWidget(spin, 1)
+    return row
+
+
+def _threshold_slider(low: float, tooltip: str) -> QLabeledDoubleSlider:
+    slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+    slider.setRange(low, 1.0)
+    slider.setDecimals(2)
+    slider.setSingleStep(0.01)
+    slider.setToolTip(tooltip)
+    return slider
+
+
+class SegmentForm(QWidget):
+    """The Segment widget's controls, grouped as input, thresholds, prediction and run."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip(HELP["image"])
+        self.model_chooser = ModelChooser()
+        self.model_combo = self.model_chooser.combo
+        self.no_models_label = self.model_chooser.hint
+
+        # candidates below DEFAULT_MIN_PROB are not kept by the network step
+        self.prob_slider = _threshold_slider(DEFAULT_MIN_PROB, HELP["prob"])
+        self.nms_slider = _threshold_slider(0.0, HELP["nms"])
+
+        self.norm_low = self._double_spin(0.0, 100.0, 1.0, 0.1, 2, HELP["norm"])
+        self.norm_high = self._double_spin(0.0, 100.0, 99.8, 0.1, 2, HELP["norm"])
+        self.scale_spins = [self._double_spin(0.05, 20.0, 1.0, 0.1, 3, HELP["scale"]) for _ in AXES]
+        self.auto_tiles_check = QCheckBox("Automatic")
+        self.auto_tiles_check.setChecked(True)
+        self.auto_tiles_check.setToolTip(HELP["tiles"])
+        self.tile_spins = []
+        for _ in AXES:
+            spin = QSpinBox()
+            spin.setRange(1, 64)
+            spin.setEnabled(False)
+            self.tile_spins.append(spin)
+        self.auto_tiles_check.toggled.connect(self._on_auto_tiles)
+        self.device_combo = QComboBox()
+        for title, value in DEVICES:
+            self.device_combo.addItem(title, value)
+        self.device_combo.setToolTip(HELP["device"])
+        self.show_prob_check = QCheckBox("Show probability map")
+        self.show_prob_check.setToolTip(HELP["show_prob"])
+
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._layout()
+
+    def _on_auto_tiles(self, auto: bool) -> None:
+        for spin in self.tile_spins:
+            spin.setEnabled(not auto)
+
+    @staticmethod
+    def _double_spin(
+        low: float, high: float, value: float, step: float, decimals: int, tooltip: str
+    ) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setDecimals(decimals)
+        spin.setRange(low, high)
+        spin.setSingleStep(step)
+        spin.setValue(value)
+        spin.setToolTip(tooltip)
+        return spin
+
+    def _layout(self) -> None:
+        inputs = QGroupBox("Input")
+        form = QFormLayout(inputs)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_chooser)
+
+        thresholds = QGroupBox("Thresholds (live)")
+        form = QFormLayout(thresholds)
+        form.addRow("Probability", self.prob_slider)
+        form.addRow("NMS", self.nms_slider)
+
+        prediction = QGroupBox("Prediction")
+        form = QFormLayout(prediction)
+        norm = QWidget()
+        row = QHBoxLayout(norm)
+        row.setContentsMargins(0, 0, 0, 0)
+        for label, spin in (("low", self.norm_low), ("high", self.norm_high)):
+            row.addWidget(QLabel(label))
+            row.addWidget(spin, 1)
+        form.addRow("Percentiles", norm)
+        form.addRow("Scale", _spin_row(self.scale_spins))
+        form.addRow("Tiles", self.auto_tiles_check)
+        form.addRow("", _spin_row(self.tile_spins))
+        form.addRow("Device", self.device_combo)
+        form.addRow(self.show_prob_check)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        for box in (inputs, thresholds, prediction):
+            layout.addWidget(box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)

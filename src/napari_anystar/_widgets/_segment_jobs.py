@@ -1,0 +1,90 @@
+"""Background jobs of the Segment widget, written as plain generators/functions (no Qt).
+
+``network_job`` loads the model and runs (or reuses from the cache) the network, yielding
+per-tile progress; closing it stops at the next tile boundary. ``solve`` turns a cached
+network output into labels for one threshold pair.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_anystar._widgets._segment_output import count_objects
+from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
+from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.predict import PredictSettings, predict_network
+from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
+
+
+@dataclass
+class RunResult:
+    """What a finished run hands back to the widget."""
+
+    output: Any  # NetworkOutput
+    solver: InstanceSolver
+    labels: np.ndarray
+    n_objects: int
+    model_sha256: str
+    cached: bool
+
+
+def network_job(
+    entry: ModelEntry,
+    image: np.ndarray,
+    settings: PredictSettings,
+    thresholds: tuple[float, float],
+    cache: PredictionCache,
+) -> Generator[tuple[int, int], None, RunResult]:
+    """Network output (cached or computed, yielding ``(tiles_done, tiles_total)``) + labels."""
+    model = load_model(entry)
+    sha256 = model_fingerprint(entry)
+    key = make_key(data_fingerprint(image), sha256, settings)
+    hit = cache.get(key)
+    if hit is None:
+        run = predict_network(model, image, settings)
+        try:
+            while True:
+                try:
+                    progress = next(run)
+                except StopIteration as stop:
+                    output = stop.value
+                    break
+                yield progress
+        finally:
+            run.close()
+        solver = InstanceSolver(output, model)
+        cache.put(key, output, solver)
+    else:
+        output, solver = hit
+    labels, n_objects = solve(solver, *thresholds)
+    return RunResult(output, solver, labels, n_objects, sha256, hit is not None)
+
+
+_SOLVE_LOCK = threading.Lock()
+
+
+def solve(solver: InstanceSolver, prob: float, nms: float) -> tuple[np.ndarray, int]:
+    """Labels for one threshold pair and their number of objects.
+
+    Serialised: a run reusing a cached solver may overlap a slider's solve on the same one.
+    """
+    with _SOLVE_LOCK:
+        labels = solver.labels(prob, nms)
+    return labels, count_objects(labels)
+
+
+class JobError(Exception):
+    """A RuntimeError raised by a job (the thread worker would swallow a RuntimeError)."""
+
+
+def drive(job: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Generator function wrapping a generator object, as napari's ``create_worker`` needs."""
+    try:
+        return (yield from job)
+    except RuntimeError as exc:
+        raise JobError(str(exc) or type(exc).__name__) from exc

@@ -1,0 +1,85 @@
+"""Live threshold updates for the Segment widget: debounced, in a worker, latest request wins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from napari_anystar._widgets._segment_jobs import solve
+
+DEBOUNCE_MS = 100
+
+
+class LiveThresholds(QObject):
+    """Re-solve labels from a cached network output when the thresholds change.
+
+    ``schedule()`` (re)starts a single-shot timer; when it fires, the current thresholds are
+    solved in a worker. While one solve runs, only the newest waiting request is kept, and
+    only the result of the newest request for the current target is emitted.
+    """
+
+    solved = Signal(object, object, int, float, float)  # target, labels, n_objects, prob, nms
+    failed = Signal(object)  # the exception
+
+    def __init__(
+        self,
+        parent: QObject,
+        thresholds: Callable[[], tuple[float, float]],
+        alive: Callable[[], bool],
+    ) -> None:
+        super().__init__(parent)
+        self._thresholds = thresholds
+        self._alive = alive
+        self._target: Any = None
+        self._solver: Any = None
+        self._serial = 0
+        self._busy = False
+        self._queued: tuple | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._request)
+
+    def set_target(self, target: Any, solver: Any) -> None:
+        """Solve for ``target`` (a run) from now on; older requests become stale."""
+        self._target, self._solver = target, solver
+        self._serial += 1
+
+    def schedule(self) -> None:
+        if self._solver is not None:
+            self._timer.start()
+
+    def _request(self) -> None:
+        self._serial += 1
+        request = (self._serial, self._target, self._solver, *self._thresholds())
+        if self._busy:
+            self._queued = request
+        else:
+            self._start(request)
+
+    def _start(self, request: tuple) -> None:
+        _, _, solver, prob, nms = request
+        self._busy = True
+        worker = create_worker(solve, solver, prob, nms, _ignore_errors=True)
+        worker.returned.connect(lambda solved: self._on_returned(request, solved))
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        worker.start()
+
+    def _on_returned(self, request: tuple, solved: tuple) -> None:
+        serial, target, _, prob, nms = request
+        if self._alive() and serial == self._serial and target is self._target:
+            self.solved.emit(target, *solved, prob, nms)
+
+    def _on_errored(self, exc: Exception) -> None:
+        if self._alive():
+            self.failed.emit(exc)
+
+    def _on_finished(self) -> None:
+        self._busy = False
+        queued, self._queued = self._queued, None
+        if self._alive() and queued is not None and queued[0] == self._serial:
+            self._start(queued)

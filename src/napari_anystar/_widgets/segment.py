@@ -1,0 +1,343 @@
+"""Segment dock widget: AnyStar/StarDist3D instance segmentation of a 3D image layer.
+
+Thin by design: input checks, prediction and instance extraction are core functions
+(``model.predict``, ``model.instances``, ``model.cache``); this file wires them to controls.
+The network runs once per (data, model, scale, normalisation, tiles) in a thread worker; the
+threshold sliders then only re-run the cheap instance step, debounced, latest request wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QWidget
+
+import napari_anystar
+from napari_anystar._widgets._layers import layer_tag
+from napari_anystar._widgets._segment_form import SegmentForm
+from napari_anystar._widgets._segment_input import InputVolume, default_scale, volume_from_layer
+from napari_anystar._widgets._segment_jobs import RunResult, drive, network_job
+from napari_anystar._widgets._segment_live import LiveThresholds
+from napari_anystar._widgets._segment_models import model_thresholds
+from napari_anystar._widgets._segment_output import probability_transform, show_layer
+from napari_anystar.model import registry
+from napari_anystar.model.cache import PredictionCache
+from napari_anystar.model.predict import PredictSettings, check_volume
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Run:
+    """A run's inputs, kept to place and describe its output layers."""
+
+    input_name: str
+    volume: InputVolume
+    thresholds: tuple[float, float]  # (prob, nms) the run's labels were made with
+    metadata: dict[str, Any]
+    result: RunResult | None = None
+
+
+@dataclass
+class _Life:
+    """State shared with callbacks that must not keep the widget alive."""
+
+    alive: bool = True
+    worker: Any = None
+
+    def end(self, *_: Any) -> None:
+        self.alive = False
+        if self.worker is not None:
+            self.worker.quit()
+
+
+class SegmentWidget(SegmentForm):
+    """Dock widget: choose an image layer and a model, run, then tune thresholds live."""
+
+    labels_updated = Signal(object)  # our Labels layer, after its data was set
+    run_progress = Signal(int, int)  # tiles done, tiles total
+    run_finished = Signal(object)  # our Labels layer
+    run_failed = Signal(str)  # one-line reason (also for refused input; no worker then)
+    run_cancelled = Signal()
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._life = life = _Life()
+        self._cache = PredictionCache()
+        self._run: _Run | None = None  # the shown result (thresholds act on it)
+        self._live = LiveThresholds(self, self.thresholds, lambda: life.alive)
+        self._live.solved.connect(self._on_solved)
+        self._live.failed.connect(self._report)
+        self._outcome: tuple = ()  # ("finished"|"failed"|"cancelled", *args) of the last run
+
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.model_chooser.model_changed.connect(self._on_model_changed)
+        self.model_chooser.refused.connect(self._refuse)
+        self.prob_slider.valueChanged.connect(self._on_threshold_changed)
+        self.nms_slider.valueChanged.connect(self._on_threshold_changed)
+        self.show_prob_check.toggled.connect(self._on_show_prob_toggled)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        events = self.viewer.layers.events
+        events.inserted.connect(self._on_layer_inserted)
+        events.removed.connect(self._refresh_layers)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layers)
+        self.destroyed.connect(self._life.end)
+        self._refresh_layers()
+        self._on_model_changed(self.model_chooser.entry())
+
+    # ------------------------------------------------------------------------- choosers
+    def selected_layer(self) -> Image | None:
+        name = self.image_combo.currentData()
+        return next((layer for layer in self.viewer.layers if layer.name == name), None)
+
+    def selected_model(self) -> registry.ModelEntry | None:
+        return self.model_chooser.entry()
+
+    def add_model_folder(self, path: str | Path | None = None) -> registry.ModelEntry | None:
+        """Validate and remember a model folder (asks for one if ``path`` is None)."""
+        entry = self.model_chooser.add_model_folder(path)
+        if entry is not None:
+            self.status_label.setText(f"Added model '{entry.name}'.")
+        return entry
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _refresh_layers(self, *_: Any) -> None:
+        """List the image layers, except the probability maps this widget made."""
+        if not self._life.alive:
+            return
+        current = self.image_combo.currentData()
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and (layer_tag(layer) or {}).get("widget") != "segment"
+        ]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for name in names:
+            self.image_combo.addItem(name, name)
+        self.image_combo.setCurrentIndex(names.index(current) if current in names else -1)
+        if self.image_combo.currentIndex() < 0 and names:
+            self.image_combo.setCurrentIndex(0)
+        self.image_combo.blockSignals(False)
+        if self.image_combo.currentData() != current:
+            self._on_image_changed()
+
+    def _on_image_changed(self, *_: Any) -> None:
+        layer = self.selected_layer()
+        if layer is not None:
+            for spin, value in zip(self.scale_spins, default_scale(layer), strict=True):
+                spin.setValue(value)
+
+    def _on_model_changed(self, entry: registry.ModelEntry | None) -> None:
+        prob, nms = model_thresholds(entry)
+        self.prob_slider.setValue(prob)
+        self.nms_slider.setValue(nms)
+        self.run_button.setEnabled(entry is not None and self._life.worker is None)
+
+    # ------------------------------------------------------------------------------ run
+    def predict_settings(self) -> PredictSettings:
+        """The network settings shown in the widget (scale (1, 1, 1) means no resampling)."""
+        tiles = None
+        if not self.auto_tiles_check.isChecked():
+            tiles = tuple(spin.value() for spin in self.tile_spins)
+        scale = tuple(spin.value() for spin in self.scale_spins)
+        return PredictSettings(
+            norm=(self.norm_low.value(), self.norm_high.value()),
+            scale=None if scale == (1.0, 1.0, 1.0) else scale,
+            n_tiles=tiles,
+            device=self.device_combo.currentData(),
+        )
+
+    def thresholds(self) -> tuple[float, float]:
+        """The (probability, NMS) thresholds of the sliders."""
+        return float(self.prob_slider.value()), float(self.nms_slider.value())
+
+    def run(self) -> None:
+        """Check the input, then predict in a worker (the network only on a cache miss)."""
+        if self._life.worker is not None:
+            self.status_label.setText("A segmentation is already running.")
+            return
+        layer, entry = self.selected_layer(), self.selected_model()
+        if layer is None:
+            self._refuse("Add or choose an image layer to segment.")
+            return
+        if entry is None:
+            self._refuse(registry.NO_MODELS_MESSAGE)
+            return
+        try:
+            settings = self.predict_settings()
+            settings.validate()
+            volume = volume_from_layer(layer, self.viewer.dims.point)
+            check_volume(volume.data, scale=settings.scale)
+        except ValueError as exc:
+            self._refuse(str(exc))
+            return
+        metadata = {
+            "model": entry.name,
+            "model_path": str(entry.path),
+            "scale": settings.scale or (1.0, 1.0, 1.0),
+            "tiling": "auto" if settings.n_tiles is None else "manual",
+            "norm": settings.norm,
+            "device": settings.device,
+            "input_layer": layer.name,
+            "frame": volume.frame,
+            "plugin_version": napari_anystar.__version__,
+        }
+        pending = _Run(layer.name, volume, self.thresholds(), metadata)
+        job = network_job(entry, volume.data, settings, pending.thresholds, self._cache)
+        worker = create_worker(drive, job, _ignore_errors=True)  # errors: _on_run_errored
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(partial(self._on_run_returned, pending))
+        worker.errored.connect(self._on_run_errored)
+        worker.aborted.connect(self._on_run_aborted)
+        worker.finished.connect(job.close)  # after a cancel: stop predict_network for good
+        worker.finished.connect(self._on_run_ended)
+        self._life.worker = worker
+        self._outcome = ("failed", "The segmentation stopped unexpectedly.")
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setFormat("")
+        self.progress_bar.setRange(0, 0)  # busy until the first tile
+        self.status_label.setText(" ".join(filter(None, [volume.note, "Loading model..."])))
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running prediction at the next tile boundary; no layer is changed."""
+        if self._life.worker is not None:
+            self._life.worker.quit()
+            self.cancel_button.setEnabled(False)
+            self.status_label.setText("Cancelling after the current tile...")
+
+    def _on_progress(self, progress: tuple[int, int]) -> None:
+        if not self._life.alive:
+            return
+        done, total = progress
+        self.progress_bar.setFormat("%v / %m tiles")
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        self.status_label.setText(f"Predicting: {done} / {total} tiles")
+        self.run_progress.emit(done, total)
+
+    def _on_run_returned(self, pending: _Run, result: RunResult) -> None:
+        if not self._life.alive:
+            return
+        pending.metadata.update(model_sha256=result.model_sha256, n_tiles=result.output.n_tiles)
+        pending.result = result
+        self._run = pending
+        self._live.set_target(pending, result.solver)  # older threshold results are stale now
+        if result.cached:
+            self.progress_bar.setFormat("cached network output")
+            self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(self.progress_bar.maximum())
+        layer = self._show_labels(result.labels, result.n_objects, *pending.thresholds)
+        if self.show_prob_check.isChecked():
+            self._show_probability()
+        source = "cached network output" if result.cached else "network"
+        self.status_label.setText(
+            " ".join(filter(None, [pending.volume.note, f"{result.n_objects} objects ({source})."]))
+        )
+        self._outcome = ("finished", layer)
+
+    def _on_run_errored(self, exc: Exception) -> None:
+        if self._life.alive:
+            self._outcome = ("failed", self._report(exc))
+
+    def _on_run_aborted(self) -> None:
+        if self._life.alive:
+            self.status_label.setText("Cancelled.")
+            self._outcome = ("cancelled",)
+
+    def _on_run_ended(self) -> None:
+        """Last signal of a run's worker: the widget is ready again, then tell listeners."""
+        self._life.worker = None
+        if not self._life.alive:
+            return
+        self.run_button.setEnabled(self.selected_model() is not None)
+        self.cancel_button.setEnabled(False)
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+        outcome, *args = self._outcome
+        getattr(self, f"run_{outcome}").emit(*args)  # run_finished / run_failed / run_cancelled
+        if outcome == "finished" and self.thresholds() != self._run.thresholds:
+            self._live.schedule()  # the sliders moved while the network ran
+
+    def _report(self, exc: Exception) -> str:
+        """Show a worker's exception as a one-line message (traceback only in the log)."""
+        if isinstance(exc, ValueError):
+            message = str(exc)
+        else:
+            logger.warning("AnyStar segmentation failed", exc_info=exc)
+            message = f"Segmentation failed: {type(exc).__name__}: {exc}"
+        self.status_label.setText(message)
+        show_error(message)
+        return message
+
+    def _refuse(self, message: str) -> None:
+        self.status_label.setText(message)
+        show_error(message)
+        self.run_failed.emit(message)
+
+    # ----------------------------------------------------------------- live thresholds
+    def _on_threshold_changed(self, *_: Any) -> None:
+        if self._life.worker is None:
+            self._live.schedule()
+
+    def _on_solved(self, run: _Run, labels: Any, n_objects: int, prob: float, nms: float) -> None:
+        if run is self._run:
+            self._show_labels(labels, n_objects, prob, nms)
+            self.status_label.setText(
+                f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})."
+            )
+
+    # --------------------------------------------------------------------------- output
+    def _show_labels(self, labels: Any, n_objects: int, prob: float, nms: float) -> Any:
+        run = self._run
+        metadata = {**run.metadata, "prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects}
+        layer = show_layer(
+            self.viewer,
+            "labels",
+            labels,
+            input_name=run.input_name,
+            role="labels",
+            suffix="labels",
+            transform=run.volume.transform,
+            metadata=metadata,
+        )
+        self.labels_updated.emit(layer)
+        return layer
+
+    def _show_probability(self) -> Any:
+        run = self._run
+        output = run.result.output
+        placed = probability_transform(run.volume.transform, output.grid, output.scale)
+        return show_layer(
+            self.viewer,
+            "image",
+            output.prob,
+            input_name=run.input_name,
+            role="probability",
+            suffix="probability",
+            transform=placed,
+            metadata=run.metadata,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+        )
+
+    def _on_show_prob_toggled(self, checked: bool) -> None:
+        if checked and self._run is not None:
+            self._show_probability()

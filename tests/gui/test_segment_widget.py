@@ -1,0 +1,374 @@
+"""Segment dock widget in a real viewer: run, live thresholds, cache, errors, cancel."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+import napari_anystar
+from napari_anystar import _paths
+from napari_anystar._widgets import _segment_jobs
+from napari_anystar._widgets import segment as segment_module
+from napari_anystar._widgets.segment import SegmentWidget
+from napari_anystar.model import registry
+from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.predict import PredictSettings, make_normalizer, predict_network
+
+TIMEOUT = 60_000  # ms; generous for a loaded 2-core CI machine
+SHAPE = (32, 48, 48)
+
+
+def _blobs(seed: int = 0, shape=SHAPE) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    image = rng.normal(0.0, 0.05, shape)
+    for centre in rng.uniform((6, 8, 8), np.subtract(shape, (6, 8, 8)), (12, 3)):
+        image += np.exp(-((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) / 18)
+    return image.astype(np.float32)
+
+
+def _run_to_end(generator):
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+@pytest.fixture(scope="module")
+def seg_model_dir(tiny_model_dir, tmp_path_factory):
+    """``tiny_model_dir`` with sharpened output layers, so thresholds matter and NMS is fast.
+
+    Random weights give probabilities of ~0.5 everywhere (thousands of candidates). Here the
+    probability logits are stretched so that ~3% of the blob image's candidate voxels (away
+    from the border) pass 0.5 and the ray distances are ~3 voxels, so neighbouring candidates
+    overlap and NMS has work to do.
+    """
+    from napari_anystar._tf import stardist_models
+
+    StarDist3D = stardist_models().StarDist3D
+    folder = tmp_path_factory.mktemp("segment-model") / "tiny-sharp"
+    shutil.copytree(tiny_model_dir, folder)
+    model = StarDist3D(None, name=folder.name, basedir=str(folder.parent))
+    output = _run_to_end(predict_network(model, _blobs(), PredictSettings()))
+    prob = np.clip(output.cand_prob.astype(np.float64), 1e-7, 1 - 1e-7)  # all non-border voxels
+    logit = np.log(prob / (1 - prob))
+    shift, stretch = np.quantile(logit, 0.97), 6.0 / max(float(logit.std()), 1e-6)
+    layers = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
+    kernel, bias = layers[0].get_weights()
+    layers[0].set_weights([kernel * stretch, (bias - shift) * stretch])
+    kernel, bias = layers[1].get_weights()
+    layers[1].set_weights([kernel * 0.1, bias * 0.1 + 3.0])
+    model.keras_model.save_weights(str(folder / "weights_best.h5"))
+    return folder
+
+
+@pytest.fixture
+def entry(seg_model_dir):
+    return registry.remember_model_folder(seg_model_dir)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown: list[str] = []
+    monkeypatch.setattr(segment_module, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, entry, errors):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    return viewer, widget
+
+
+def _run(qtbot, widget):
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
+        widget.run()
+    return blocker.args[0]
+
+
+def _set_and_wait(qtbot, widget, slider, value):
+    """Move a slider and wait for the labels of exactly these thresholds to be shown."""
+    slider.setValue(value)
+    wanted = widget.thresholds()
+
+    def shown():
+        layer = _our_labels(widget.viewer)
+        assert (layer.metadata["prob_thresh"], layer.metadata["nms_thresh"]) == wanted
+
+    qtbot.waitUntil(shown, timeout=TIMEOUT)
+    return wanted
+
+
+def _our_labels(viewer):
+    found = [
+        layer
+        for layer in viewer.layers
+        if layer._type_string == "labels" and "napari_anystar" in layer.metadata
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+def _labels_layers(viewer):
+    return [layer for layer in viewer.layers if layer._type_string == "labels"]
+
+
+def _reference(entry, image, settings):
+    model = registry.load_model(entry)
+    return InstanceSolver(_run_to_end(predict_network(model, image, settings)), model)
+
+
+# ------------------------------------------------------------------------------ run
+def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, entry):
+    viewer, widget = viewer_widget
+    image = _blobs()
+    original = image.copy()
+    viewer.add_image(image, name="blobs", scale=(2.0, 1.0, 1.0), translate=(5.0, -3.0, 0.0))
+    assert [spin.value() for spin in widget.scale_spins] == [2.0, 1.0, 1.0]  # anisotropy
+    for spin in widget.scale_spins:
+        spin.setValue(1.0)  # keep the test small
+    widget.show_prob_check.setChecked(True)
+
+    layer = _run(qtbot, widget)
+
+    assert layer is viewer.layers["blobs labels"]
+    assert layer.data.shape == SHAPE
+    np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
+    np.testing.assert_allclose(layer.translate, (5.0, -3.0, 0.0))
+    meta = layer.metadata
+    prob, nms = widget.thresholds()
+    assert (meta["prob_thresh"], meta["nms_thresh"]) == (prob, nms) == (0.5, 0.4)  # thresholds.json
+    assert meta["model"] == entry.name
+    assert meta["model_sha256"] == registry.model_fingerprint(entry)
+    assert meta["plugin_version"] == napari_anystar.__version__
+    assert meta["scale"] == (1.0, 1.0, 1.0)
+    assert meta["norm"] == (1.0, 99.8)
+    assert meta["tiling"] == "auto" and len(meta["n_tiles"]) == 3
+    assert meta["n_objects"] == len(np.unique(layer.data[layer.data > 0])) > 0
+    expected = registry.load_model(entry).predict_instances(  # StarDist's own result
+        image,
+        prob_thresh=prob,
+        nms_thresh=nms,
+        n_tiles=meta["n_tiles"],
+        normalizer=make_normalizer(meta["norm"]),
+        show_tile_progress=False,
+    )[0]
+    np.testing.assert_array_equal(layer.data, expected)
+    np.testing.assert_array_equal(viewer.layers["blobs"].data, original)  # input untouched
+
+    prob_layer = viewer.layers["blobs probability"]
+    grid = np.asarray(registry.load_model(entry).config.grid)
+    np.testing.assert_allclose(prob_layer.scale, np.array([2.0, 1.0, 1.0]) * grid)
+    np.testing.assert_allclose(prob_layer.translate, (5.0, -3.0, 0.0))
+    assert prob_layer.data.shape == tuple(np.ceil(np.divide(SHAPE, grid)).astype(int))
+    assert widget.progress_bar.value() == widget.progress_bar.maximum() > 0
+    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["blobs"]
+
+
+def test_threshold_sliders_update_the_same_layer(qtbot, viewer_widget, entry):
+    viewer, widget = viewer_widget
+    image = _blobs()  # the image the model was sharpened on
+    viewer.add_image(image, name="blobs")
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
+        widget.run()
+        widget.prob_slider.setValue(0.7)  # moved while the network runs
+    layer = blocker.args[0]
+    assert layer.metadata["prob_thresh"] == 0.5  # the run uses the thresholds it started with
+    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7, timeout=TIMEOUT)  # then these
+    reference = _reference(entry, image, widget.predict_settings())
+    np.testing.assert_array_equal(layer.data, reference.labels(0.7, 0.4))
+
+    counts = []
+    for value in (0.8, 0.6, 0.4):  # lower probability threshold -> never fewer objects
+        prob, nms = _set_and_wait(qtbot, widget, widget.prob_slider, value)
+        assert _our_labels(viewer) is layer
+        np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
+        assert layer.metadata["n_objects"] == len(np.unique(layer.data[layer.data > 0]))
+        counts.append(layer.metadata["n_objects"])
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+
+    prob, nms = _set_and_wait(qtbot, widget, widget.nms_slider, 0.05)
+    assert _our_labels(viewer) is layer
+    np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
+    assert layer.metadata["n_objects"] < counts[-1]  # stricter NMS keeps fewer objects
+
+    for value in (0.9, 0.7, 0.3, 0.2):  # a burst: only the latest request is shown
+        widget.nms_slider.setValue(value)
+    prob, nms = _set_and_wait(qtbot, widget, widget.nms_slider, 0.5)
+    qtbot.waitUntil(lambda: not widget._live._busy, timeout=TIMEOUT)
+    np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
+    assert len(_labels_layers(viewer)) == 1
+
+
+def test_second_run_reuses_network_output(qtbot, viewer_widget, monkeypatch):
+    viewer, widget = viewer_widget
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return predict_network(*args, **kwargs)
+
+    monkeypatch.setattr(_segment_jobs, "predict_network", counting)
+    viewer.add_image(_blobs(), name="blobs")
+    first = _run(qtbot, widget)
+    first_data = first.data.copy()
+    second = _run(qtbot, widget)
+    assert len(calls) == 1
+    assert second is first and len(_labels_layers(viewer)) == 1
+    np.testing.assert_array_equal(second.data, first_data)
+    assert "cached" in widget.status_label.text()
+
+    widget.norm_high.setValue(99.0)  # other normalisation -> other network output
+    _run(qtbot, widget)
+    assert len(calls) == 2
+
+
+def test_user_layer_with_our_name_is_left_alone(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    mine = np.zeros(SHAPE, dtype=np.int32)
+    mine[:4, :4, :4] = 7
+    user_layer = viewer.add_labels(mine.copy(), name="blobs labels")
+    widget.auto_tiles_check.setChecked(False)
+    for spin, tiles in zip(widget.tile_spins, (1, 2, 2), strict=True):
+        spin.setValue(tiles)
+    progress = []
+    widget.run_progress.connect(lambda done, total: progress.append((done, total)))
+    layer = _run(qtbot, widget)
+    assert layer.metadata["tiling"] == "manual" and layer.metadata["n_tiles"] == (1, 2, 2)
+    total = progress[0][1]
+    assert progress == [(done, total) for done in range(total + 1)]  # per-tile progress
+    assert widget.progress_bar.value() == widget.progress_bar.maximum() == total
+    assert layer is not user_layer and layer.name != "blobs labels"
+    np.testing.assert_array_equal(user_layer.data, mine)
+    assert "napari_anystar" not in user_layer.metadata
+
+
+def test_time_series_uses_displayed_volume(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    series = np.stack([_blobs(seed=s) for s in range(3)])
+    viewer.add_image(series, name="movie", scale=(1.0, 2.0, 1.0, 1.0))
+    viewer.dims.set_current_step(0, 2)
+    for spin in widget.scale_spins:
+        spin.setValue(1.0)
+    layer = _run(qtbot, widget)
+    assert layer.data.shape == SHAPE
+    assert layer.metadata["frame"] == (2,)
+    np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
+    assert "displayed" in widget.status_label.text()
+    np.testing.assert_array_equal(viewer.layers["movie"].data, series)
+
+
+# ---------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("data", "kwargs", "message"),
+    [
+        (np.ones((48, 48), np.float32), {}, "2D"),
+        (np.zeros((16, 32, 32, 3), np.uint8), {"rgb": True}, "RGB"),
+        (np.full(SHAPE, 3.0, np.float32), {}, "constant"),
+        (np.where(_blobs() > 0.5, np.nan, _blobs()), {}, "NaN"),
+        (_blobs()[:4], {}, "too small"),
+    ],
+    ids=["2d", "rgb", "constant", "nan", "small"],
+)
+def test_bad_input_is_refused_without_worker(qtbot, viewer_widget, errors, data, kwargs, message):
+    viewer, widget = viewer_widget
+    viewer.add_image(data, name="bad", **kwargs)
+    with qtbot.waitSignal(widget.run_failed, timeout=1000) as blocker:
+        widget.run()
+    assert message in blocker.args[0]
+    assert message in widget.status_label.text()
+    assert errors == [blocker.args[0]]
+    assert widget._life.worker is None
+    assert _labels_layers(viewer) == []
+
+
+def test_no_models_explains_and_add_folder_validates(
+    qtbot, make_napari_viewer, seg_model_dir, tmp_path, errors
+):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-anystar", "Segment")  # manifest
+    assert isinstance(widget, SegmentWidget)
+    viewer.add_image(_blobs(), name="blobs")
+    assert widget.model_combo.count() == 0
+    assert not widget.no_models_label.isHidden()
+    assert "Add model folder" in widget.no_models_label.text()
+    assert not widget.run_button.isEnabled()
+    with qtbot.waitSignal(widget.run_failed, timeout=1000):
+        widget.run()
+    assert _labels_layers(viewer) == []
+
+    assert widget.add_model_folder(tmp_path) is None  # not a model folder
+    assert "config.json" in widget.status_label.text() and errors
+
+    added = widget.add_model_folder(seg_model_dir)
+    assert added is not None and widget.selected_model() == added
+    assert widget.no_models_label.isHidden() and widget.run_button.isEnabled()
+
+
+def test_new_models_appear_when_the_registry_changes(qtbot, viewer_widget, seg_model_dir):
+    _, widget = viewer_widget
+    assert widget.model_combo.count() == 1
+    shutil.copytree(seg_model_dir, _paths.user_models_dir() / "fresh")
+    thread = threading.Thread(target=registry.notify_models_changed)  # like a training worker
+    thread.start()
+    thread.join()
+    qtbot.waitUntil(lambda: widget.model_combo.count() == 2, timeout=5000)
+    assert widget.selected_model().source == "folder"  # the selection is kept
+
+
+# ---------------------------------------------------------------------- cancel/close
+@pytest.fixture
+def blocking_network(monkeypatch):
+    """A fake predict_network that waits for ``release`` after each tile and records closing."""
+    state = {"release": threading.Event(), "closed": threading.Event(), "tiles": 0}
+
+    def fake(model, image, settings):
+        try:
+            for done in range(5):
+                state["tiles"] = done
+                yield done, 4
+                assert state["release"].wait(10)
+                state["release"].clear()
+        finally:
+            state["closed"].set()
+
+    monkeypatch.setattr(_segment_jobs, "predict_network", fake)
+    return state
+
+
+def test_cancel_stops_at_tile_boundary_without_layer(qtbot, viewer_widget, blocking_network):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+
+    def cancel_on_first_tile(done, total):
+        if done == 0:
+            widget.cancel()
+            blocking_network["release"].set()
+
+    widget.run_progress.connect(cancel_on_first_tile)
+    with qtbot.waitSignal(widget.run_cancelled, timeout=TIMEOUT):
+        widget.run()
+    qtbot.waitUntil(blocking_network["closed"].is_set, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget._life.worker is None, timeout=TIMEOUT)
+    assert blocking_network["tiles"] == 1
+    assert widget.status_label.text() == "Cancelled."
+    assert _labels_layers(viewer) == []
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_closing_viewer_mid_run_stops_cleanly(qtbot, viewer_widget, blocking_network):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    with qtbot.waitSignal(widget.run_progress, timeout=TIMEOUT):
+        widget.run()
+    viewer.close()
+    blocking_network["release"].set()
+    qtbot.waitUntil(blocking_network["closed"].is_set, timeout=TIMEOUT)
+    assert blocking_network["tiles"] == 1

@@ -34,6 +34,9 @@ def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=
 
     np.random.seed(seed)
     tf.random.set_seed(seed)
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)  # Keras initialisers: same weights in every process
     config = Config3D(
         rays=Rays_GoldenSpiral(n_rays),
         grid=tuple(grid),

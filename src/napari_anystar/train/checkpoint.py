@@ -1,0 +1,118 @@
+"""Model-folder files written atomically, and the resume state of an interrupted run.
+
+A model folder is StarDist's own format (``config.json``, ``thresholds.json``,
+``weights_best.h5``, ``weights_last.h5``) plus ``training.json``. While a run is not
+finished the folder also holds ``.anystar-train/`` (``state.json``, ``optimizer.npz`` and the
+synthetic pool cache), which a resumed run reads and a finished run removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORK_DIR = ".anystar-train"
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.npz"
+DEFAULT_THRESHOLDS = {"prob": 0.5, "nms": 0.4}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON via a temporary file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def save_weights(model, path: Path) -> None:
+    """Save the network weights (HDF5) atomically."""
+    tmp = path.with_name(f".tmp_{path.name}")
+    model.keras_model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".tmp_{dst.name}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def save_optimizer(model, path: Path) -> None:
+    """Adam's moments, iteration counter and learning rate, atomically."""
+    values = [np.asarray(v.numpy()) for v in model.keras_model.optimizer.variables]
+    tmp = path.with_name(f".tmp_{path.name}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, *values)
+    os.replace(tmp, path)
+
+
+def load_optimizer(model, path: Path) -> bool:
+    """Restore what :func:`save_optimizer` wrote; False if the file does not fit the model."""
+    optimizer = model.keras_model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.keras_model.trainable_variables)
+    with np.load(path) as data:
+        values = [data[f"arr_{i}"] for i in range(len(data.files))]
+    variables = list(optimizer.variables)
+    if len(values) != len(variables) or any(
+        tuple(v.shape) != a.shape for v, a in zip(variables, values, strict=True)
+    ):
+        return False
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
+    return True
+
+
+def load_state(out_dir: Path) -> dict[str, Any] | None:
+    """The resume state of an interrupted run in ``out_dir``, or None."""
+    path = out_dir / WORK_DIR / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(out_dir: Path, state: dict[str, Any]) -> None:
+    work = out_dir / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / STATE_FILE, state)
+
+
+def ensure_thresholds(out_dir: Path, base_model: str | None) -> None:
+    """Give a not-yet-tuned folder a thresholds.json (the base model's, else StarDist defaults)."""
+    target = out_dir / "thresholds.json"
+    if target.exists():
+        return
+    thresholds = dict(DEFAULT_THRESHOLDS)
+    if base_model is not None and (Path(base_model) / "thresholds.json").is_file():
+        try:
+            loaded = read_json(Path(base_model) / "thresholds.json")
+            if all(0 < float(loaded.get(k, -1)) < 1 for k in ("prob", "nms")):
+                thresholds = {"prob": float(loaded["prob"]), "nms": float(loaded["nms"])}
+        except (OSError, ValueError):
+            pass
+    write_json(target, thresholds)
+
+
+def finish(out_dir: Path) -> None:
+    """Remove the resume state and pool cache of a finished run."""
+    shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)

@@ -134,7 +134,7 @@ def build_model(recipe: Recipe):
     from napari_anystar._tf import stardist_models
 
     models = stardist_models()
-    Config3D, StarDist3D = models.Config3D, models.StarDist3D  # noqa: N806
+    Config3D, StarDist3D = models.Config3D, models.StarDist3D
     import keras
 
     keras.utils.set_random_seed(recipe.seed)

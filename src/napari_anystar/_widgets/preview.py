@@ -164,6 +164,14 @@ class SyntheticPreviewWidget(QWidget):
         layout.addWidget(self._status)
         layout.addStretch(1)
         self._on_generator_changed()
+        self._warm_up(defaults.size)
+
+    def _warm_up(self, size: int) -> None:
+        """Import torch/MONAI and build A(.) in the background: the first click is then quick."""
+        from napari_anystar.synth.augment import build_pipeline
+
+        self._warm_up_worker = create_worker(build_pipeline, size, _ignore_errors=True)
+        self._warm_up_worker.start()
 
     def _build_export_box(self) -> QGroupBox:
         self._n_export = QSpinBox()

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="sweep positions checked against StarDist's own NMS (default 4)")
     args = ap.parse_args(argv)
 
-    from stardist.models import StarDist3D
+    from napari_anystar._tf import stardist_models
+
+    StarDist3D = stardist_models().StarDist3D
 
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.predict import (

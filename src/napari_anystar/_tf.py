@@ -5,13 +5,16 @@ TensorFlow's shared libraries carry their own copy of LLVM. napari's OpenGL cont
 TensorFlow's LLVM static initialisers then bind to it and crash the process (segfault on
 import, or at exit). Loading TensorFlow with ``RTLD_DEEPBIND`` makes its libraries resolve
 their own symbols first, so both coexist whichever is loaded first. Every import of
-TensorFlow or ``stardist.models`` in this package goes through :func:`import_tensorflow`.
+TensorFlow or ``stardist.models`` in this package goes through :func:`import_tensorflow`,
+which also selects Keras 2 (the ``tf-keras`` package) for StarDist: the format the paper's
+AnyStar weights and StarDist 0.8 models were saved with.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from types import ModuleType
 
 # TensorFlow switches Python's dlopen flags to RTLD_GLOBAL while it loads when this module
@@ -24,6 +27,8 @@ def import_tensorflow() -> ModuleType:
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    warnings.filterwarnings("ignore", message="Using Keras 2 .via 'tf_keras' package.")
     deepbind = getattr(os, "RTLD_DEEPBIND", None)
     if deepbind is None:  # not glibc (macOS, Windows): nothing to isolate
         import tensorflow

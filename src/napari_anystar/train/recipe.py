@@ -129,14 +129,14 @@ def _divisor(config: dict[str, Any]) -> int:
 
 def build_model(recipe: Recipe):
     """A compiled StarDist3D (no folder; the loop writes files itself) for the recipe."""
-    from stardist import Rays_GoldenSpiral
-
     from napari_anystar._tf import stardist_models
 
-    models = stardist_models()
+    models = stardist_models()  # first: imports TensorFlow safely
     Config3D, StarDist3D = models.Config3D, models.StarDist3D
-    import keras
+    from csbdeep.utils.tf import keras_import
+    from stardist import Rays_GoldenSpiral
 
+    keras = keras_import()
     keras.utils.set_random_seed(recipe.seed)
     train_kwargs = dict(
         train_patch_size=(recipe.patch_size,) * 3,

@@ -29,6 +29,8 @@ def import_tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     warnings.filterwarnings("ignore", message="Using Keras 2 .via 'tf_keras' package.")
+    # csbdeep's note that StarDist's multi-channel output is not de-normalised: expected.
+    warnings.filterwarnings("ignore", message="skipping normalization step after prediction")
     deepbind = getattr(os, "RTLD_DEEPBIND", None)
     if deepbind is None:  # not glibc (macOS, Windows): nothing to isolate
         import tensorflow

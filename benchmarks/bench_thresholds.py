@@ -12,7 +12,14 @@ reflect-padded to 128 x 128 in y/x), runs the network once, then measures
   slider sweep (probability 0.80 -> 0.30 in steps of 0.05 at the model's NMS threshold, then
   NMS 0.20 -> 0.60 in steps of 0.05 at the model's probability threshold, then the same
   positions once more), each a new threshold pair for the solver,
-* ``speedup``: ``predict_instances_s / threshold_update_median_s``.
+* ``speedup``: ``predict_instances_s / threshold_update_median_s``,
+* ``warmup_s`` / ``warmup_chunk_max_s``: on a fresh solver, after the first labels, the
+  Segment widget's background warm-up (``InstanceSolver.warm_up`` from the model's probability
+  threshold down at its NMS threshold): total time and the longest chunk; a waiting slider
+  request interrupts a chunk at its next check, ``warmup_preempt_max_s`` is the longest time
+  between two such checks (or chunk ends), i.e. the most a slider request waits for the
+  warm-up; then ``threshold_update_after_warmup_max_s`` /
+  ``..._median_s``: the probability part of the sweep (0.80 -> 0.30) on that warmed solver.
 
 ``--verify`` sweep positions (spread over the sweep) are compared with StarDist's own
 NMS + rendering.
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     StarDist3D = stardist_models().StarDist3D
 
-    from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.instances import WARM_MAX_CANDIDATES, InstanceSolver
     from napari_anystar.model.predict import (
         PredictSettings,
         auto_n_tiles,
@@ -129,6 +136,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  prob {p:.2f} nms {n:.2f}: {solver.n_candidates(p)} candidates, "
               f"{solver.last_n_kept} kept, {times[-1] * 1000:.0f} ms", file=sys.stderr)
 
+    warm_solver = InstanceSolver(out, model)      # as the widget: first labels, then warm up
+    warm_solver.labels(p0, n0)
+    marks: list[float] = []
+
+    def checkpoint() -> bool:                     # never interrupts, records when asked
+        marks.append(time.perf_counter())
+        return False
+
+    chunks, warm, floor = [], warm_solver.warm_up(p0, n0, interrupt=checkpoint), p0
+    t = t_chunk = time.perf_counter()
+    while True:
+        checkpoint()
+        try:
+            floor = next(warm)
+        except StopIteration as stop:
+            reached_floor = stop.value
+            break
+        chunks.append(time.perf_counter() - t_chunk)
+        t_chunk = time.perf_counter()
+    t_warm = time.perf_counter() - t
+    preempt = float(np.max(np.diff(marks))) if len(marks) > 1 else 0.0
+    print(f"warm-up {t_warm:.1f} s, {len(chunks)} chunks, reached floor: {reached_floor}",
+          file=sys.stderr)
+    after = []
+    for p in probs:
+        warm_solver._results.clear()
+        t = time.perf_counter()
+        labels = warm_solver.labels(p, n0)
+        after.append(time.perf_counter() - t)
+        print(f"  after warm-up prob {p:.2f}: {after[-1] * 1000:.0f} ms", file=sys.stderr)
+    after_identical = bool(np.array_equal(labels, solver.labels(probs[-1], n0)))
+
     verified = []
     half = len(sweep) // 2
     for p, n in sweep[: half: max(1, half // max(1, args.verify))][: args.verify]:
@@ -152,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             float(np.median(times[len(times) // 2:])), 4),
         "threshold_update_max_s": round(float(np.max(times)), 3),
         "speedup": round(t_plain / median, 1),
+        "warmup_s": round(t_warm, 3),
+        "warmup_chunks": len(chunks),
+        "warmup_chunk_max_s": round(float(max(chunks, default=0.0)), 3),
+        "warmup_preempt_max_s": round(preempt, 4),
+        "warmup_lowest_prob": round(floor, 2),
+        "warmup_reached_floor": reached_floor,
+        "warmup_max_candidates": WARM_MAX_CANDIDATES,
+        "threshold_update_after_warmup_max_s": round(float(np.max(after)), 4),
+        "threshold_update_after_warmup_median_s": round(float(np.median(after)), 4),
+        "after_warmup_identical": after_identical,
         "n_updates": len(times),
         "candidates_at_default": solver.n_candidates(p0),
         "candidates_at_0.3": solver.n_candidates(0.3),

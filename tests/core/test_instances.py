@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -137,3 +138,59 @@ def test_threshold_validation(nms_model):
         with pytest.raises(ValueError, match="threshold"):
             solver.labels(p, n)
     assert solver.labels(0.99, 0.4).max() == 0
+
+
+def test_warm_up_precomputes_without_changing_results(nms_model):
+    out = _network(nms_model, _volume((20, 32, 32), seed=6), PredictSettings())
+    warmed, fresh = InstanceSolver(out, nms_model), InstanceSolver(out, nms_model)
+    entered = []
+
+    @contextlib.contextmanager
+    def lock():
+        entered.append(True)
+        yield
+
+    steps, done = _drain(warmed.warm_up(0.6, 0.3, floor=0.4, step=0.05, lock=lock))
+    assert steps == pytest.approx([0.55, 0.5, 0.45, 0.4]) and done is True
+    assert len(entered) == len(steps)                   # one lock per chunk
+    values = warmed._nms.values
+    assert values.n_qhull + values.n_oracle > 0           # it did the pair work ...
+    assert warmed._results == {}                          # ... without making label images
+    before = (values.n_qhull, values.n_oracle)
+    labels = warmed.labels(0.45, 0.3)
+    assert (values.n_qhull, values.n_oracle) == before    # nothing left to compute there
+    assert np.array_equal(labels, warmed.reference_labels(0.45, 0.3))
+    assert labels.max() > 0
+    for p, n in [(0.42, 0.3), (0.5, 0.6), (0.65, 0.1), (0.38, 0.3)]:   # other pairs unchanged
+        assert np.array_equal(warmed.labels(p, n), fresh.labels(p, n)), (p, n)
+    assert np.array_equal(warmed.labels(0.38, 0.3), warmed.reference_labels(0.38, 0.3))
+
+    capped = InstanceSolver(out, nms_model)
+    limit = capped.n_candidates(0.5)
+    steps, done = _drain(capped.warm_up(0.6, 0.3, floor=0.4, step=0.05, max_candidates=limit))
+    assert steps == pytest.approx([0.55, 0.5]) and done is False   # stops at the cap
+
+
+def test_interrupted_warm_up_resumes_and_keeps_results(nms_model):
+    out = _network(nms_model, _volume((20, 32, 32), seed=7), PredictSettings())
+    solver = InstanceSolver(out, nms_model)
+    assert solver.warm(0.5, 0.3, interrupt=lambda: True) is False
+    asked = itertools.count()
+    steps, done = _drain(solver.warm_up(0.6, 0.3, floor=0.45, step=0.05,
+                                        interrupt=lambda: next(asked) == 10))
+    assert next(asked) > 10 and done is True
+    assert steps == pytest.approx([0.55, 0.55, 0.5, 0.45])   # the cut chunk is taken up again
+    values = solver._nms.values
+    before = (values.n_qhull, values.n_oracle)
+    for p in (0.55, 0.5, 0.45):
+        assert np.array_equal(solver.labels(p, 0.3), solver.reference_labels(p, 0.3)), p
+    assert (values.n_qhull, values.n_oracle) == before
+
+
+def _drain(generator):
+    yielded = []
+    while True:
+        try:
+            yielded.append(next(generator))
+        except StopIteration as stop:
+            return yielded, stop.value

@@ -206,6 +206,50 @@ def test_threshold_sliders_update_the_same_layer(qtbot, viewer_widget, entry):
     assert len(_labels_layers(viewer)) == 1
 
 
+def test_warmup_after_run_prepares_lower_thresholds(qtbot, viewer_widget, entry):
+    viewer, widget = viewer_widget
+    image = _blobs()
+    viewer.add_image(image, name="blobs")
+    with qtbot.waitSignal(widget.warmup_finished, timeout=TIMEOUT) as warm:
+        layer = _run(qtbot, widget)
+        assert widget._life.warmup is not None  # started after the first labels
+    assert warm.args == [True] and widget._life.warmup is None
+    values = widget._run.result.solver._nms.values
+    done = (values.n_qhull, values.n_oracle)
+    assert sum(done) > 0  # the warm-up did the NMS pair work ...
+    prob, nms = _set_and_wait(qtbot, widget, widget.prob_slider, 0.3)
+    assert (values.n_qhull, values.n_oracle) == done  # ... so the slider had none left
+    reference = _reference(entry, image, widget.predict_settings())
+    np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
+    np.testing.assert_array_equal(layer.data, reference.reference_labels(prob, nms))
+    assert layer.metadata["n_objects"] > 0
+
+
+def test_new_run_stops_the_running_warmup(qtbot, viewer_widget, monkeypatch):
+    viewer, widget = viewer_widget
+    release, calls, ended = threading.Event(), [], []
+    real_warm = InstanceSolver.warm
+
+    def blocking_warm(self, prob, nms, interrupt=None):
+        calls.append(round(prob, 2))
+        assert release.wait(10)
+        return real_warm(self, prob, nms, interrupt)
+
+    monkeypatch.setattr(InstanceSolver, "warm", blocking_warm)
+    viewer.add_image(_blobs(), name="blobs")
+    _run(qtbot, widget)
+    widget.warmup_finished.connect(ended.append)
+    qtbot.waitUntil(lambda: calls == [0.49], timeout=TIMEOUT)  # first chunk, holding the lock
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT):
+        widget.run()  # cached network; its solve waits for the chunk
+        assert widget._life.warmup is None
+        release.set()
+    qtbot.waitUntil(lambda: len(ended) == 2, timeout=TIMEOUT)
+    assert ended == [False, True]  # the old warm-up stopped, the new one ran to its end
+    assert calls[:2] == [0.49, 0.49] and len(set(calls)) == len(calls) - 1  # old: one chunk
+    assert widget._life.warmup is None
+
+
 def test_second_run_reuses_network_output(qtbot, viewer_widget, monkeypatch):
     viewer, widget = viewer_widget
     calls = []

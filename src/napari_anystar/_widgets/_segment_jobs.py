@@ -2,13 +2,15 @@
 
 ``network_job`` loads the model and runs (or reuses from the cache) the network, yielding
 per-tile progress; closing it stops at the next tile boundary. ``solve`` turns a cached
-network output into labels for one threshold pair.
+network output into labels for one threshold pair; ``warm_job`` pre-computes lower
+probability thresholds in the background, one chunk at a time, giving way to any ``solve``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +67,41 @@ def network_job(
     return RunResult(output, solver, labels, n_objects, sha256, hit is not None)
 
 
-_SOLVE_LOCK = threading.Lock()
+class SolveLock:
+    """One solver user at a time; a waiting ``solve`` goes before the next warm-up chunk."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting = 0  # solves waiting for the lock
+
+    @contextmanager
+    def _hold(self, foreground: bool) -> Iterator[None]:
+        with self._cond:
+            self._waiting += foreground
+            while self._busy or (not foreground and self._waiting):
+                self._cond.wait()
+            self._waiting -= foreground
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def foreground(self) -> Any:
+        return self._hold(True)
+
+    def background(self) -> Any:
+        return self._hold(False)
+
+    def contended(self) -> bool:
+        """Is a solve waiting for the lock (a warm-up chunk should end early)?"""
+        return self._waiting > 0
+
+
+_SOLVE_LOCK = SolveLock()
 
 
 def solve(solver: InstanceSolver, prob: float, nms: float) -> tuple[np.ndarray, int]:
@@ -73,9 +109,19 @@ def solve(solver: InstanceSolver, prob: float, nms: float) -> tuple[np.ndarray, 
 
     Serialised: a run reusing a cached solver may overlap a slider's solve on the same one.
     """
-    with _SOLVE_LOCK:
+    with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
     return labels, count_objects(labels)
+
+
+def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:
+    """``solver.warm_up`` below ``prob`` at ``nms``: chunks wait for pending solves, and
+    end early (to be taken up again) when a solve starts waiting."""
+    return (
+        yield from solver.warm_up(
+            prob, nms, lock=_SOLVE_LOCK.background, interrupt=_SOLVE_LOCK.contended
+        )
+    )
 
 
 class JobError(Exception):

@@ -4,6 +4,8 @@ Thin by design: input checks, prediction and instance extraction are core functi
 (``model.predict``, ``model.instances``, ``model.cache``); this file wires them to controls.
 The network runs once per (data, model, scale, normalisation, tiles) in a thread worker; the
 threshold sliders then only re-run the cheap instance step, debounced, latest request wins.
+After a run, a background warm-up (``InstanceSolver.warm_up``) pre-computes the NMS work of
+the lower probability thresholds, so dragging the slider down does not stall on first visits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import napari_anystar
 from napari_anystar._widgets._layers import layer_tag
 from napari_anystar._widgets._segment_form import SegmentForm
 from napari_anystar._widgets._segment_input import InputVolume, default_scale, volume_from_layer
-from napari_anystar._widgets._segment_jobs import RunResult, drive, network_job
+from napari_anystar._widgets._segment_jobs import RunResult, drive, network_job, warm_job
 from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
 from napari_anystar._widgets._segment_output import probability_transform, show_layer
@@ -52,11 +54,19 @@ class _Life:
 
     alive: bool = True
     worker: Any = None
+    warmup: Any = None  # the running warm-up worker
 
     def end(self, *_: Any) -> None:
         self.alive = False
+        self.stop_warmup()
         if self.worker is not None:
             self.worker.quit()
+
+    def stop_warmup(self) -> None:
+        """Ask the warm-up to stop after its current chunk."""
+        if self.warmup is not None:
+            self.warmup.quit()
+            self.warmup = None
 
 
 class SegmentWidget(SegmentForm):
@@ -67,6 +77,7 @@ class SegmentWidget(SegmentForm):
     run_finished = Signal(object)  # our Labels layer
     run_failed = Signal(str)  # one-line reason (also for refused input; no worker then)
     run_cancelled = Signal()
+    warmup_finished = Signal(bool)  # True: reached its floor/limit, False: stopped or failed
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -137,12 +148,14 @@ class SegmentWidget(SegmentForm):
             self._on_image_changed()
 
     def _on_image_changed(self, *_: Any) -> None:
+        self._life.stop_warmup()
         layer = self.selected_layer()
         if layer is not None:
             for spin, value in zip(self.scale_spins, default_scale(layer), strict=True):
                 spin.setValue(value)
 
     def _on_model_changed(self, entry: registry.ModelEntry | None) -> None:
+        self._life.stop_warmup()
         prob, nms = model_thresholds(entry)
         self.prob_slider.setValue(prob)
         self.nms_slider.setValue(nms)
@@ -186,6 +199,7 @@ class SegmentWidget(SegmentForm):
         except ValueError as exc:
             self._refuse(str(exc))
             return
+        self._life.stop_warmup()
         metadata = {
             "model": entry.name,
             "model_path": str(entry.path),
@@ -272,8 +286,10 @@ class SegmentWidget(SegmentForm):
             self.progress_bar.setRange(0, 1)
         outcome, *args = self._outcome
         getattr(self, f"run_{outcome}").emit(*args)  # run_finished / run_failed / run_cancelled
-        if outcome == "finished" and self.thresholds() != self._run.thresholds:
-            self._live.schedule()  # the sliders moved while the network ran
+        if outcome == "finished":
+            if self.thresholds() != self._run.thresholds:
+                self._live.schedule()  # the sliders moved while the network ran
+            self._start_warmup()
 
     def _report(self, exc: Exception) -> str:
         """Show a worker's exception as a one-line message (traceback only in the log)."""
@@ -302,6 +318,26 @@ class SegmentWidget(SegmentForm):
             self.status_label.setText(
                 f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})."
             )
+
+    def _start_warmup(self) -> None:
+        """Warm the shown run's solver below the current probability (its chunks wait for
+        slider solves); stopped by a new run, another image or model, or closing."""
+        self._life.stop_warmup()
+        completed = [False]
+        worker = create_worker(
+            warm_job, self._run.result.solver, *self.thresholds(), _ignore_errors=True
+        )
+        worker.returned.connect(lambda _: completed.__setitem__(0, True))
+        worker.errored.connect(partial(logger.warning, "AnyStar warm-up failed: %s"))
+        worker.finished.connect(partial(self._on_warmup_ended, worker, completed))
+        self._life.warmup = worker
+        worker.start()
+
+    def _on_warmup_ended(self, worker: Any, completed: list[bool]) -> None:
+        if self._life.warmup is worker:
+            self._life.warmup = None
+        if self._life.alive:
+            self.warmup_finished.emit(completed[0])
 
     # --------------------------------------------------------------------------- output
     def _show_labels(self, labels: Any, n_objects: int, prob: float, nms: float) -> Any:

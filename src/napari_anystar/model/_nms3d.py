@@ -14,6 +14,8 @@ are clearly away from the threshold, else by StarDist's own C routine on the pai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 F = np.float32
@@ -390,8 +392,13 @@ class GreedyNMS:
             self._rin[miss] = self.geom.radius_inner_iso(miss, an)
         return self._rout, self._rin
 
-    def survivors(self, sel: np.ndarray, nms_thresh: float) -> np.ndarray:
-        """Kept candidate indices for the candidates ``sel`` (raises Undecidable rarely)."""
+    def survivors(self, sel: np.ndarray, nms_thresh: float,
+                  stop: Callable[[], bool] | None = None) -> np.ndarray | None:
+        """Kept candidate indices for the candidates ``sel`` (raises Undecidable rarely).
+
+        ``stop`` is asked before each candidate's turn; if it says yes, the pass ends there
+        and returns None (the pair decisions made so far stay cached).
+        """
         g, t = self.geom, F(nms_thresh)
         first, order = self.sort_orders(np.asarray(sel, np.int64))
         n = len(order)
@@ -406,6 +413,8 @@ class GreedyNMS:
         # pairs whose decision needs Qhull/StarDist are settled lazily, when j's turn comes
         pending: dict[int, list] = {}
         for pos in range(n):
+            if stop is not None and stop():
+                return None
             if suppressed[pos]:
                 continue
             if pos in pending and self._resolve(pending.pop(pos), t):

@@ -6,16 +6,28 @@ that produced the :class:`NetworkOutput`. A threshold change re-runs only the NM
 label rendering, and both reuse work across calls: the NMS keeps every pairwise overlap it
 ever computed (:mod:`._nms3d`), and each kept polyhedron is rasterised once (with StarDist's
 own renderer) and then pasted in StarDist's order.
+
+The first visit of a low probability threshold still pays for the pair decisions of its new
+candidates; :meth:`InstanceSolver.warm_up` pays them ahead of time, one small probability step
+at a time, so a viewer can do it in the background while the user looks at the first labels.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
 from ._nms3d import GreedyNMS, Undecidable
 from .predict import NetworkOutput
+
+#: probability step of :meth:`InstanceSolver.warm_up` (the threshold slider's step)
+WARM_STEP = 0.01
+#: :meth:`InstanceSolver.warm_up` stops before a threshold with more candidates than this: the
+#: greedy pass itself then takes long (and such thresholds give a flood of tiny objects)
+WARM_MAX_CANDIDATES = 20_000
 
 
 class InstanceSolver:
@@ -78,6 +90,61 @@ class InstanceSolver:
                 self._results.popitem(last=False)
         self._results.move_to_end(key)
         return self._results[key].copy()
+
+    def warm(self, prob_thresh: float, nms_thresh: float,
+             interrupt: Callable[[], bool] | None = None) -> bool:
+        """Pre-compute what :meth:`labels` needs at this pair, without rendering it.
+
+        Runs the greedy NMS (which caches its pair decisions) and rasterises the kept
+        polyhedra; results at every threshold pair stay the same. ``interrupt`` is asked
+        before each candidate's turn in the NMS pass; if it says yes, warming stops there
+        (work done so far stays cached) and False is returned; True once complete. Where the
+        pass needs StarDist's fallback, the rest is left to :meth:`labels`.
+        """
+        prob_thresh, nms_thresh = float(prob_thresh), float(nms_thresh)
+        self._check(prob_thresh, nms_thresh)
+        try:
+            kept = self._nms.survivors(self.candidates(prob_thresh), nms_thresh, interrupt)
+        except Undecidable:
+            return True
+        if kept is None:
+            return False
+        if len(kept):
+            self._ensure_masks(kept)
+        return True
+
+    def warm_up(
+        self,
+        prob_thresh: float,
+        nms_thresh: float,
+        *,
+        floor: float | None = None,
+        step: float = WARM_STEP,
+        max_candidates: int = WARM_MAX_CANDIDATES,
+        lock: Callable[[], AbstractContextManager] | None = None,
+        interrupt: Callable[[], bool] | None = None,
+    ) -> Generator[float, None, bool]:
+        """Warm the thresholds below ``prob_thresh`` at ``nms_thresh``, one step per chunk.
+
+        Calls :meth:`warm` at ``prob_thresh - step``, ``prob_thresh - 2 step``, ... down to
+        ``floor`` (default: the lowest stored probability), each chunk inside ``lock()``
+        (released between chunks), and yields the probability after each chunk; closing the
+        generator stops it. A chunk cut short by ``interrupt`` (someone waits for the lock)
+        is taken up again in the next one. Returns True at the floor, False before a
+        threshold with more than ``max_candidates`` candidates (lower ones have even more).
+        """
+        floor = self.output.min_prob if floor is None else max(float(floor),
+                                                                self.output.min_prob)
+        guard = lock or nullcontext
+        k = 1
+        while (prob := round(float(prob_thresh) - k * step, 6)) >= floor:
+            if self.n_candidates(prob) > max_candidates:
+                return False
+            with guard():
+                complete = self.warm(prob, nms_thresh, interrupt)
+            yield prob
+            k += complete
+        return True
 
     def reference_labels(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
         """StarDist's own NMS + rendering on the stored candidates (slow, the definition)."""

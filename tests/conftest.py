@@ -9,6 +9,11 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest
 
+from napari_anystar._tf import import_tensorflow
+
+# Load TensorFlow (Keras 2, symbols bound locally: see _tf.py) before any test or viewer does.
+import_tensorflow()
+
 
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):

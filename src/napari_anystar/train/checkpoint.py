@@ -63,10 +63,15 @@ def save_optimizer(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _is_built(optimizer) -> bool:
+    """Keras 3 says so; a Keras 2 (tf-keras) optimizer has an index of its slots once built."""
+    return bool(getattr(optimizer, "built", hasattr(optimizer, "_index_dict")))
+
+
 def load_optimizer(model, path: Path) -> bool:
     """Restore what :func:`save_optimizer` wrote; False if the file does not fit the model."""
     optimizer = model.keras_model.optimizer
-    if not optimizer.built:
+    if not _is_built(optimizer):
         optimizer.build(model.keras_model.trainable_variables)
     with np.load(path) as data:
         values = [data[f"arr_{i}"] for i in range(len(data.files))]

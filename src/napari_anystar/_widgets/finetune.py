@@ -8,15 +8,10 @@ path; the core then keeps the last checkpoint as a loadable model folder.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import re
 import threading
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
@@ -29,97 +24,32 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
-from scipy import ndimage
 
 from napari_anystar import _paths
+from napari_anystar._widgets._finetune_checks import (
+    check_pair,
+    default_output_name,
+    output_dir,
+    snapshot_pairs,
+)
+from napari_anystar._widgets._finetune_pairs import PairPicker
+from napari_anystar._widgets._finetune_run import drive
 from napari_anystar._widgets._loss_plot import LossPlot
 from napari_anystar.model import registry
 from napari_anystar.synth import GENERATOR_TITLES
 from napari_anystar.train import TrainEvent, TrainSettings, train
 from napari_anystar.train.recipe import make_recipe
 
+__all__ = ["FineTuneWidget", "check_pair", "default_output_name"]
+
 SCRATCH = "from scratch (lite)"
 NO_GENERATOR = "none"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def check_pair(image: Any, labels: Any, image_name: str, labels_name: str) -> None:
-    """Raise ValueError (one line, names the layers) unless image/labels suit training."""
-    for data, name in ((image, image_name), (labels, labels_name)):
-        if data.ndim != 3:
-            raise ValueError(
-                f"Layer '{name}' is {data.ndim}D; fine-tuning needs 3D volumes (z, y, x)."
-            )
-    if image.shape != labels.shape:
-        raise ValueError(
-            f"Image '{image_name}' has shape {tuple(image.shape)} but labels '{labels_name}' "
-            f"has shape {tuple(labels.shape)}; they must match voxel for voxel."
-        )
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"Image '{image_name}' must hold real numbers, not {image.dtype}.")
-    if not np.isfinite(image).all():
-        raise ValueError(f"Image '{image_name}' contains NaN or infinite values.")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"Labels '{labels_name}' must hold integer ids, not {labels.dtype}.")
-    lo, hi = labels.min(), labels.max()
-    if lo < 0:
-        raise ValueError(f"Labels '{labels_name}' contain negative ids; use 0 for background.")
-    if hi == 0:
-        raise ValueError(f"Labels '{labels_name}' have no objects (every voxel is 0).")
-    if lo == hi:
-        raise ValueError(
-            f"Labels '{labels_name}' have the same value ({hi}) everywhere; mark each object "
-            "with its own id and the background with 0."
-        )
-    if hi == 1:
-        n_parts = ndimage.label(labels > 0)[1]
-        if n_parts > 1:
-            raise ValueError(
-                f"Labels '{labels_name}' look like a binary mask (0/1) with {n_parts} separate "
-                "objects; give each object its own id (instance labels)."
-            )
-
-
-def default_output_name(base: str, folder: Path, today: _dt.date | None = None) -> str:
-    """``finetuned-<base>-<yyyymmdd>``, with ``-2``, ``-3``... appended if that folder exists."""
-    stem = f"finetuned-{base}-{(today or _dt.date.today()):%Y%m%d}"
-    name, n = stem, 1
-    while (folder / name).exists():
-        n += 1
-        name = f"{stem}-{n}"
-    return name
-
-
-def _drive(settings: TrainSettings, cancel: threading.Event) -> Generator[TrainEvent, None, tuple]:
-    """Run ``train(settings)``; once ``cancel`` is set, close it at the next event.
-
-    Closing is the core's cancel: it checkpoints and leaves a loadable model folder.
-    Returns ``(folder, cancelled)``.
-    """
-    gen = train(settings)
-    saved: Path | None = None
-    try:
-        while True:
-            if cancel.is_set() and saved is None:
-                gen.close()
-                return Path(settings.out_dir).expanduser().resolve(), True
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return Path(stop.value), False
-            if event.kind == "saved":
-                saved = event.path
-            yield event
-    finally:
-        gen.close()
 
 
 class FineTuneWidget(QWidget):
@@ -141,13 +71,9 @@ class FineTuneWidget(QWidget):
         self._result: tuple[str, Any] | None = None
         self._name_edited = False
         self._build_ui()
-        self._refresh_layer_combos()
+        self.pair_picker.refresh()
         self._refresh_models()
-        layers = self.viewer.layers.events
-        layers.inserted.connect(self._on_layer_inserted)
-        layers.removed.connect(self._on_layer_removed)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_layer_combos)
+        self.pair_picker.connect_layers()
         self._models_changed.connect(self._refresh_models)
         unsubscribe = registry.on_models_changed(self._models_changed_from_any_thread)
         self.destroyed.connect(lambda *_: unsubscribe())
@@ -156,17 +82,12 @@ class FineTuneWidget(QWidget):
     def _build_ui(self) -> None:
         data_box = QGroupBox("Training data")
         data_layout = QFormLayout(data_box)
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.add_pair_button = QPushButton("Add pair")
-        self.add_pair_button.clicked.connect(self.add_pair)
-        self.pair_list = QListWidget()
-        self.pair_list.setMaximumHeight(90)
-        self.remove_pair_button = QPushButton("Remove pair")
-        self.remove_pair_button.clicked.connect(self.remove_selected_pairs)
-        pair_buttons = QHBoxLayout()
-        pair_buttons.addWidget(self.add_pair_button)
-        pair_buttons.addWidget(self.remove_pair_button)
+        picker = self.pair_picker = PairPicker(self.viewer, self)
+        picker.changed.connect(self._update_fraction_enabled)
+        picker.refused.connect(self._refuse)
+        self.image_combo, self.labels_combo = picker.image_combo, picker.labels_combo
+        self.add_pair_button, self.remove_pair_button = picker.add_button, picker.remove_button
+        self.pair_list = picker.list
         self.generator_combo = QComboBox()
         self.generator_combo.addItem(NO_GENERATOR, None)
         for name, title in GENERATOR_TITLES.items():
@@ -179,10 +100,7 @@ class FineTuneWidget(QWidget):
         self.fraction_spin.setToolTip(
             "Share of each batch drawn from the generator when layer pairs are also given."
         )
-        data_layout.addRow("Image", self.image_combo)
-        data_layout.addRow("Labels", self.labels_combo)
-        data_layout.addRow(pair_buttons)
-        data_layout.addRow(self.pair_list)
+        picker.add_rows(data_layout)
         data_layout.addRow("Generator", self.generator_combo)
         data_layout.addRow("Synthetic fraction", self.fraction_spin)
 
@@ -243,35 +161,6 @@ class FineTuneWidget(QWidget):
         layout.addStretch(1)
         self._update_fraction_enabled()
 
-    def _refresh_layer_combos(self, *_: Any) -> None:
-        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentData()
-            combo.clear()
-            for layer in self.viewer.layers:
-                if isinstance(layer, kind):
-                    combo.addItem(layer.name, layer)
-                    if layer is current:
-                        combo.setCurrentIndex(combo.count() - 1)
-        self._refresh_pair_texts()
-
-    def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_layer_combos)
-        self._refresh_layer_combos()
-
-    def _on_layer_removed(self, event: Any) -> None:
-        removed = event.value
-        for row in reversed(range(self.pair_list.count())):
-            if removed in self.pair_list.item(row).data(Qt.ItemDataRole.UserRole):
-                self.pair_list.takeItem(row)
-        self._refresh_layer_combos()
-
-    def _refresh_pair_texts(self) -> None:
-        for row in range(self.pair_list.count()):
-            item = self.pair_list.item(row)
-            image, labels = item.data(Qt.ItemDataRole.UserRole)
-            item.setText(f"{image.name}  +  {labels.name}")
-        self._update_fraction_enabled()
-
     def _models_changed_from_any_thread(self) -> None:
         with contextlib.suppress(RuntimeError):  # raised once this widget is deleted
             self._models_changed.emit()  # queued to the GUI thread when called from a worker
@@ -320,38 +209,6 @@ class FineTuneWidget(QWidget):
         base = entry.name if entry is not None else "scratch"
         self.name_edit.setText(default_output_name(base, _paths.user_models_dir()))
 
-    # -------------------------------------------------------------------------------- pairs
-    def add_pair(self) -> None:
-        """Add the image/labels layers selected in the combos to the pair list."""
-        image, labels = self.image_combo.currentData(), self.labels_combo.currentData()
-        if image is None or labels is None:
-            self._refuse("Pick an image layer and a labels layer to add a pair.")
-            return
-        for row in range(self.pair_list.count()):
-            if self.pair_list.item(row).data(Qt.ItemDataRole.UserRole) == (image, labels):
-                self._refuse(f"The pair '{image.name}' + '{labels.name}' is already listed.")
-                return
-        item = QListWidgetItem()
-        item.setData(Qt.ItemDataRole.UserRole, (image, labels))
-        self.pair_list.addItem(item)
-        self._refresh_pair_texts()
-
-    def remove_selected_pairs(self) -> None:
-        """Remove the selected pairs (the last one when none is selected)."""
-        rows = sorted({i.row() for i in self.pair_list.selectedIndexes()}, reverse=True)
-        if not rows and self.pair_list.count():
-            rows = [self.pair_list.count() - 1]
-        for row in rows:
-            self.pair_list.takeItem(row)
-        self._update_fraction_enabled()
-
-    def pairs(self) -> list[tuple[Any, Any]]:
-        """The listed (image layer, labels layer) pairs."""
-        return [
-            self.pair_list.item(row).data(Qt.ItemDataRole.UserRole)
-            for row in range(self.pair_list.count())
-        ]
-
     # ------------------------------------------------------------------------------ running
     def is_running(self) -> bool:
         return self.worker is not None
@@ -371,7 +228,7 @@ class FineTuneWidget(QWidget):
         self._steps = (0, settings.steps)
         self._show_progress("step %v / %m", 0, settings.steps)
         worker = create_worker(
-            _drive, settings, self._cancel, _start_thread=False,
+            drive, train, settings, self._cancel, _start_thread=False,
             _connect={"yielded": self._on_event, "returned": self._on_returned,
                       "errored": self._on_errored, "finished": self._on_finished},
         )
@@ -393,30 +250,11 @@ class FineTuneWidget(QWidget):
 
     def _build_settings(self) -> TrainSettings:
         generator = self.generator_combo.currentData()
-        pairs = self.pairs()
+        pairs = self.pair_picker.pairs()
         if not pairs and generator is None:
             raise ValueError("No training data: add an image/labels pair or choose a generator.")
-        images, labels = [], []
-        for image_layer, labels_layer in pairs:
-            if image_layer.multiscale or labels_layer.multiscale:
-                raise ValueError("Multiscale layers cannot be used for fine-tuning.")
-            if image_layer.rgb:
-                raise ValueError(f"Image '{image_layer.name}' is RGB; use a single channel.")
-            image = np.array(image_layer.data, copy=True)
-            label = np.array(labels_layer.data, copy=True)
-            check_pair(image, label, image_layer.name, labels_layer.name)
-            images.append(image)
-            labels.append(label)
-        name = self.name_edit.text().strip()
-        if not _NAME_RE.match(name):
-            raise ValueError(
-                "Output name must start with a letter or digit and use only letters, digits, "
-                "'.', '_' and '-'."
-            )
-        out_dir = _paths.user_models_dir() / name
-        if out_dir.exists():
-            raise ValueError(f"A model named '{name}' already exists in {out_dir.parent}; "
-                             "choose another output name.")
+        images, labels = snapshot_pairs(pairs)
+        out_dir = output_dir(self.name_edit.text().strip(), _paths.user_models_dir())
         both = generator is not None and bool(pairs)
         entry = self.model_combo.currentData()
         settings = TrainSettings(

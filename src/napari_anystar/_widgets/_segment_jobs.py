@@ -48,17 +48,8 @@ def network_job(
     key = make_key(data_fingerprint(image), sha256, settings)
     hit = cache.get(key)
     if hit is None:
-        run = predict_network(model, image, settings)
-        try:
-            while True:
-                try:
-                    progress = next(run)
-                except StopIteration as stop:
-                    output = stop.value
-                    break
-                yield progress
-        finally:
-            run.close()
+        # closing this job closes predict_network too: it stops at the next tile
+        output = yield from predict_network(model, image, settings)
         solver = InstanceSolver(output, model)
         cache.put(key, output, solver)
     else:

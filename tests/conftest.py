@@ -15,6 +15,16 @@ from napari_anystar._tf import import_tensorflow
 import_tensorflow()
 
 
+def drain(generator) -> tuple[list, object]:
+    """Run a generator to its end: (everything it yielded, the value it returned)."""
+    yielded = []
+    while True:
+        try:
+            yielded.append(next(generator))
+        except StopIteration as stop:
+            return yielded, stop.value
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     """Point the per-user data/config/cache folders at a fresh temporary folder."""

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import make_tiny_stardist3d
+from conftest import drain, make_tiny_stardist3d
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import PredictSettings, make_normalizer, predict_network
 
@@ -46,12 +46,7 @@ def nms_model(tmp_path_factory):
 
 
 def _network(model, image, settings):
-    gen = predict_network(model, image, settings)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
+    return drain(predict_network(model, image, settings))[1]
 
 
 def _reference(model, image, settings, p, n, n_tiles=None):
@@ -150,7 +145,7 @@ def test_warm_up_precomputes_without_changing_results(nms_model):
         entered.append(True)
         yield
 
-    steps, done = _drain(warmed.warm_up(0.6, 0.3, floor=0.4, step=0.05, lock=lock))
+    steps, done = drain(warmed.warm_up(0.6, 0.3, floor=0.4, step=0.05, lock=lock))
     assert steps == pytest.approx([0.55, 0.5, 0.45, 0.4]) and done is True
     assert len(entered) == len(steps)                   # one lock per chunk
     values = warmed._nms.values
@@ -167,7 +162,7 @@ def test_warm_up_precomputes_without_changing_results(nms_model):
 
     capped = InstanceSolver(out, nms_model)
     limit = capped.n_candidates(0.5)
-    steps, done = _drain(capped.warm_up(0.6, 0.3, floor=0.4, step=0.05, max_candidates=limit))
+    steps, done = drain(capped.warm_up(0.6, 0.3, floor=0.4, step=0.05, max_candidates=limit))
     assert steps == pytest.approx([0.55, 0.5]) and done is False   # stops at the cap
 
 
@@ -176,7 +171,7 @@ def test_interrupted_warm_up_resumes_and_keeps_results(nms_model):
     solver = InstanceSolver(out, nms_model)
     assert solver.warm(0.5, 0.3, interrupt=lambda: True) is False
     asked = itertools.count()
-    steps, done = _drain(solver.warm_up(0.6, 0.3, floor=0.45, step=0.05,
+    steps, done = drain(solver.warm_up(0.6, 0.3, floor=0.45, step=0.05,
                                         interrupt=lambda: next(asked) == 10))
     assert next(asked) > 10 and done is True
     assert steps == pytest.approx([0.55, 0.55, 0.5, 0.45])   # the cut chunk is taken up again
@@ -185,12 +180,3 @@ def test_interrupted_warm_up_resumes_and_keeps_results(nms_model):
     for p in (0.55, 0.5, 0.45):
         assert np.array_equal(solver.labels(p, 0.3), solver.reference_labels(p, 0.3)), p
     assert (values.n_qhull, values.n_oracle) == before
-
-
-def _drain(generator):
-    yielded = []
-    while True:
-        try:
-            yielded.append(next(generator))
-        except StopIteration as stop:
-            return yielded, stop.value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import drain
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import (
     NetworkOutput,
@@ -31,14 +32,6 @@ def _volume(shape, seed=0):
     rng = np.random.default_rng(seed)
     return ndi.gaussian_filter(rng.random(shape).astype(np.float32), 1.5) * 1000
 
-
-def _drain(gen):
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -102,7 +95,7 @@ def test_auto_n_tiles_gives_about_64_voxel_windows():
 
 def test_predict_network_single_tile(model):
     img = _volume((24, 40, 40))
-    events, out = _drain(predict_network(model, img, PredictSettings()))
+    events, out = drain(predict_network(model, img, PredictSettings()))
     assert isinstance(out, NetworkOutput)
     assert events == [(0, 1), (1, 1)] and out.tiles_total == 1
     assert out.image_shape == img.shape == out.scaled_shape
@@ -123,20 +116,20 @@ def test_predict_network_single_tile(model):
 def test_auto_tiling_covers_volume_and_reports_each_tile(model):
     img = _volume((24, 130, 130))
     settings = PredictSettings()
-    events, out = _drain(predict_network(model, img, settings))
+    events, out = drain(predict_network(model, img, settings))
     assert out.n_tiles == (1, 2, 2)
     total = out.tiles_total
     assert total == 4
     assert events == [(k, total) for k in range(total + 1)]
     # the dense probability map is filled everywhere, and equals the untiled prediction
-    _, whole = _drain(predict_network(model, img, PredictSettings(n_tiles=(1, 1, 1))))
+    _, whole = drain(predict_network(model, img, PredictSettings(n_tiles=(1, 1, 1))))
     assert out.prob.shape == whole.prob.shape
     assert np.allclose(out.prob, whole.prob, atol=1e-4)
 
 
 def test_scale_resizes_before_the_network(model):
     img = _volume((24, 40, 40))
-    _, out = _drain(predict_network(model, img, PredictSettings(scale=(1.5, 0.8, 0.8))))
+    _, out = drain(predict_network(model, img, PredictSettings(scale=(1.5, 0.8, 0.8))))
     assert out.image_shape == (24, 40, 40)
     assert out.scaled_shape == (36, 32, 32)
     assert out.scale == (1.5, 0.8, 0.8)
@@ -164,8 +157,8 @@ def test_cancel_stops_before_all_tiles(model):
 
 def test_cpu_device_and_missing_gpu(model):
     img = _volume((24, 40, 40))
-    _, out_cpu = _drain(predict_network(model, img, PredictSettings(device="cpu")))
-    _, out_auto = _drain(predict_network(model, img, PredictSettings()))
+    _, out_cpu = drain(predict_network(model, img, PredictSettings(device="cpu")))
+    _, out_auto = drain(predict_network(model, img, PredictSettings()))
     assert np.allclose(out_cpu.prob, out_auto.prob, atol=1e-5)
     import tensorflow as tf
 
@@ -177,7 +170,7 @@ def test_cpu_device_and_missing_gpu(model):
 def test_segment_volume_equals_predict_instances(model):
     img = _volume((24, 40, 40), seed=3)
     settings = PredictSettings(norm=(2.0, 99.0))
-    events, labels = _drain(segment_volume(model, img, settings, 0.5, 0.4))
+    events, labels = drain(segment_volume(model, img, settings, 0.5, 0.4))
     assert events[-1] == (1, 1)
     ref, _ = model.predict_instances(img, prob_thresh=0.5, nms_thresh=0.4,
                                      normalizer=make_normalizer(settings.norm),
@@ -185,5 +178,5 @@ def test_segment_volume_equals_predict_instances(model):
     assert labels.shape == img.shape and labels.max() > 0
     assert np.array_equal(labels, ref)
     # the fast path too, with this model's degenerate (1e-3 voxel) polyhedra
-    _, out = _drain(predict_network(model, img, settings))
+    _, out = drain(predict_network(model, img, settings))
     assert np.array_equal(InstanceSolver(out, model).labels(0.5, 0.4), ref)

@@ -12,20 +12,12 @@ import numpy as np
 import pytest
 from test_train_data import spheres_volume
 
+from conftest import drain
 from napari_anystar.train import TrainEvent, TrainSettings, train
 from napari_anystar.train.checkpoint import WORK_DIR
 
 pytestmark = pytest.mark.slow
 
-
-def run_all(gen):
-    """Drive a training generator to the end: (events, returned folder)."""
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 def load_stardist(folder):
@@ -70,7 +62,7 @@ def interrupted_run(tmp_path_factory):
         next(train(settings))
     with pytest.raises(ValueError, match="steps was 6, now 8"):
         next(train(replace(settings, resume=True, steps=8)))
-    second, folder = run_all(train(replace(settings, resume=True)))
+    second, folder = drain(train(replace(settings, resume=True)))
     return {"out": out, "first": first, "cancelled": cancelled, "second": second,
             "folder": folder}
 
@@ -134,7 +126,7 @@ def test_loss_decreases_on_spheres(tmp_path, spheres):
     settings = TrainSettings(out_dir=tmp_path / "spheres", config="tiny", images=images,
                              labels=labels, steps=48, steps_per_epoch=24, batch_size=2,
                              seed=0, optimize_thresholds=False)
-    events, folder = run_all(train(settings))
+    events, folder = drain(train(settings))
     losses = [e.loss for e in events if e.kind == "step"]
     assert len(losses) == 48
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
@@ -159,7 +151,7 @@ def test_finetune_on_a_mix_from_folder_with_only_best_weights(tmp_path, tiny_mod
                              synthetic_fraction=0.5, synth_settings=small, pool_size=1,
                              val_samples=1, workers=0, steps=2, learning_rate=1e-7,
                              batch_size=2, patch_size=32, optimize_thresholds=False)
-    _, folder = run_all(train(settings))
+    _, folder = drain(train(settings))
     config = json.loads((folder / "config.json").read_text())
     assert config["n_rays"] == 32 and config["unet_n_depth"] == 2
     record = json.loads((folder / "training.json").read_text())

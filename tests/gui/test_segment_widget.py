@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import napari_anystar
+from conftest import drain
 from napari_anystar import _paths
 from napari_anystar._widgets import _segment_jobs
 from napari_anystar._widgets import segment as segment_module
@@ -30,13 +31,6 @@ def _blobs(seed: int = 0, shape=SHAPE) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _run_to_end(generator):
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
-
 
 @pytest.fixture(scope="module")
 def seg_model_dir(tiny_model_dir, tmp_path_factory):
@@ -53,7 +47,7 @@ def seg_model_dir(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("segment-model") / "tiny-sharp"
     shutil.copytree(tiny_model_dir, folder)
     model = StarDist3D(None, name=folder.name, basedir=str(folder.parent))
-    output = _run_to_end(predict_network(model, _blobs(), PredictSettings()))
+    output = drain(predict_network(model, _blobs(), PredictSettings()))[1]
     prob = np.clip(output.cand_prob.astype(np.float64), 1e-7, 1 - 1e-7)  # all non-border voxels
     logit = np.log(prob / (1 - prob))
     shift, stretch = np.quantile(logit, 0.97), 6.0 / max(float(logit.std()), 1e-6)
@@ -121,7 +115,7 @@ def _labels_layers(viewer):
 
 def _reference(entry, image, settings):
     model = registry.load_model(entry)
-    return InstanceSolver(_run_to_end(predict_network(model, image, settings)), model)
+    return InstanceSolver(drain(predict_network(model, image, settings))[1], model)
 
 
 # ------------------------------------------------------------------------------ run

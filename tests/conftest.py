@@ -33,6 +33,19 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     yield root
 
 
+@pytest.fixture(autouse=True)
+def _bundled_models_only_when_asked(request, monkeypatch, tmp_path_factory):
+    """Hide the shipped models unless the test is marked ``bundled_model``.
+
+    Most tests build their own tiny model and must not have the shipped default picked
+    instead of it.
+    """
+    if request.node.get_closest_marker("bundled_model") is None:
+        from napari_anystar.model import registry
+
+        monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path_factory.mktemp("bundled"))
+
+
 def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=(2, 2, 2),
                          n_depth: int = 2, n_filter_base: int = 8, seed: int = 0):
     """A random-weight StarDist3D saved in StarDist's own folder format; returns its folder."""

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from napari_anystar import cli
 from napari_anystar._paths import user_models_dir
 from napari_anystar.model import registry
-
-
-@pytest.fixture(autouse=True)
-def _no_bundled_models(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path / "bundled")
 
 
 def test_empty_list_explains_how_to_get_a_model(capsys):

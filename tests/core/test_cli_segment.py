@@ -18,11 +18,6 @@ AFFINE = np.array(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_bundled_models(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path / "bundled")
-
-
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model with thresholds that keep only its ~0.5% most likely voxels.

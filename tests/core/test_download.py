@@ -17,11 +17,6 @@ from napari_anystar.model.download import DownloadError, fetch_model
 from napari_anystar.model.registry import InvalidModelError
 
 
-@pytest.fixture(autouse=True)
-def _no_bundled_models(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path / "bundled")
-
-
 class Server:
     """Serves files from a folder on 127.0.0.1 and counts the requests per path."""
 

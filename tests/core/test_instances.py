@@ -180,3 +180,13 @@ def test_interrupted_warm_up_resumes_and_keeps_results(nms_model):
     for p in (0.55, 0.5, 0.45):
         assert np.array_equal(solver.labels(p, 0.3), solver.reference_labels(p, 0.3)), p
     assert (values.n_qhull, values.n_oracle) == before
+
+
+def test_labels_identical_when_the_halfspace_cache_restarts(nms_model, monkeypatch):
+    from napari_anystar.model import _nms3d
+
+    monkeypatch.setattr(_nms3d, "UNIT_CACHE_SIZE", 1)  # every new candidate restarts it
+    image = _volume((20, 32, 32))
+    settings = PredictSettings()
+    solver = InstanceSolver(_network(nms_model, image, settings), nms_model)
+    _assert_identical(solver, nms_model, image, settings, [(0.45, 0.3), (0.4, 0.6)])

@@ -20,12 +20,11 @@ KEYS_NEW_SINCE_0_8 = ("unet_expansion",)
 
 
 @pytest.fixture
-def paper_replica(tmp_path, monkeypatch):
+def paper_replica(tmp_path):
     """(folder, keras weights) of a random-weight AnyStar-mix replica, as saved by StarDist."""
     from stardist import Rays_GoldenSpiral
     from stardist.models import Config3D, StarDist3D
 
-    monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path / "bundled")
     registry.clear_caches()
     np.random.seed(0)
     config = Config3D(  # the authors' training configuration

@@ -22,6 +22,8 @@ F = np.float32
 PI = np.pi
 #: relative distance to the threshold below which our Qhull volumes are not trusted
 EPS = 1e-4
+#: candidates whose unit kernel halfspaces are kept (the cache restarts when full)
+UNIT_CACHE_SIZE = 50_000
 
 
 class Geometry:
@@ -272,12 +274,13 @@ class PairValues:
 
     def _unit_halfspaces(self, i: int) -> np.ndarray:
         """Kernel halfspaces of i scaled to unit normals (for distances)."""
-        if i not in self._unit:
-            hs = self._kernel_halfspaces(i)
-            self._unit[i] = hs / np.linalg.norm(hs[:, :3], axis=1, keepdims=True)
-            if len(self._unit) > 50000:
+        unit = self._unit.get(i)
+        if unit is None:
+            if len(self._unit) >= UNIT_CACHE_SIZE:
                 self._unit.clear()
-        return self._unit[i]
+            hs = self._kernel_halfspaces(i)
+            unit = self._unit[i] = hs / np.linalg.norm(hs[:, :3], axis=1, keepdims=True)
+        return unit
 
     def _scaled_copy_bound(self, i: int, j: int) -> float:
         """Lower bound of the kernel overlap: the largest copy of i (or j) scaled about its

@@ -1,0 +1,80 @@
+"""Inference time of the default model on a 128^3 volume (the Segment widget's full path).
+
+Times ``segment_volume`` (percentile normalisation, tiled network, NMS, label rendering)
+with the model's own thresholds on an AS-Mix volume synthesised at 128^3 (no rescaling,
+automatic tiles), as a user would run it after loading the model:
+
+* ``load_s``: building the network and loading its weights;
+* ``first_s``: the first run in the process (includes TensorFlow's graph set-up);
+* ``median_s`` over ``--repeats`` further runs, and ``runs_s`` each of them;
+* ``n_objects``: objects in the labels (sanity: the volume has nuclei to find).
+
+Usage: python benchmarks/bench_inference.py [--model NAME_OR_DIR] [--repeats 5]
+Prints one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+
+def run_once(model, image, prob, nms) -> tuple[float, np.ndarray]:
+    from napari_anystar.model.segment import segment_volume
+
+    start = time.perf_counter()
+    gen = segment_volume(model, image, None, prob, nms)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        labels = done.value
+    return time.perf_counter() - start, labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model name or folder (default: the default)")
+    ap.add_argument("--size", type=int, default=128, help="volume edge length (default 128)")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    from napari_anystar.model.predict import auto_n_tiles
+    from napari_anystar.model.registry import (
+        default_model,
+        load_model,
+        model_thresholds,
+        resolve_model,
+    )
+    from napari_anystar.synth import SynthSettings, generate
+
+    image = generate("as-mix", 0, SynthSettings(size=args.size, grid_size=args.size)).image
+    entry = resolve_model(args.model) if args.model else default_model()
+    if entry is None:
+        raise SystemExit("no model available")
+    start = time.perf_counter()
+    model = load_model(entry)
+    load_s = time.perf_counter() - start
+    prob, nms = model_thresholds(entry)
+    first_s, labels = run_once(model, image, prob, nms)
+    runs = [run_once(model, image, prob, nms)[0] for _ in range(args.repeats)]
+    print(json.dumps({
+        "model": entry.name, "shape": list(image.shape),
+        "n_tiles": list(auto_n_tiles(image.shape)), "threads": os.cpu_count(),
+        "load_s": round(load_s, 3), "first_s": round(first_s, 3),
+        "median_s": round(statistics.median(runs), 3), "runs_s": [round(r, 3) for r in runs],
+        "n_objects": int(len(np.unique(labels)) - 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

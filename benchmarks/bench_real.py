@@ -1,0 +1,221 @@
+"""Zero-shot accuracy on real volumes with reference labels, against a classical baseline.
+
+Reads ``*_image.tif`` / ``*_labels.tif`` pairs from ``--data`` and scores, with the AnyStar
+paper's protocol (``stardist.matching`` at IoU 0.1 ... 0.9, true/false positives pooled over
+the folder, then averaged over the IoU thresholds: ``mean_accuracy`` etc.):
+
+* ``default``: the model as a new user meets it: its shipped ``thresholds.json`` and the
+  Segment widget's default scale for a layer with this voxel size (voxel size / X voxel size:
+  isotropic voxels); ``default_raw_voxels``: the same at scale 1 (a TIFF opened without
+  voxel size);
+* ``tuned``: probability/NMS thresholds and the scale chosen on this folder (scales
+  ``factor * (z_ratio, 1, 1)`` over ``--scale-factors`` x ``--z-ratios``; an upper bound for
+  what slider and scale tuning can reach), ``tuned_per_scale`` the best thresholds per scale;
+* ``voronoi_otsu``: Voronoi-Otsu labelling (Gaussian blur, local-maxima seeds, Otsu mask,
+  seeded watershed) with its two sigmas chosen on this folder.
+
+Usage: python benchmarks/bench_real.py --data /work/shared/data/bbbc050-dev
+       --voxel-size 1.75 0.8 0.8 [--model as-mix-lite]
+Prints one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+SCALE_FACTORS = (0.5, 0.625, 0.75, 1.0)
+SPOT_SIGMAS = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
+OUTLINE_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def read_pairs(data: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, image, labels) for every ``X_image.tif`` with an ``X_labels.tif`` beside it."""
+    import tifffile
+
+    pairs = []
+    for image_path in sorted(data.glob("*_image.tif")):
+        label_path = image_path.with_name(image_path.name.replace("_image.tif", "_labels.tif"))
+        if label_path.is_file():
+            image = tifffile.imread(image_path).astype(np.float32)
+            labels = tifffile.imread(label_path).astype(np.int32)
+            if image.ndim != 3 or image.shape != labels.shape:
+                raise SystemExit(f"{image_path.name}: need matching 3D image and labels, got "
+                                 f"{image.shape} and {labels.shape}")
+            pairs.append((image_path.name[: -len("_image.tif")], image, labels))
+    if not pairs:
+        raise SystemExit(f"no *_image.tif / *_labels.tif pairs in {data}")
+    return pairs
+
+
+def network_outputs(model, images, scale):
+    """Network outputs of all volumes at ``scale`` (auto tiles) and the seconds it took."""
+    from napari_anystar.model.predict import PredictSettings, predict_network
+
+    start = time.perf_counter()
+    outputs = []
+    for image in images:
+        gen = predict_network(model, image, PredictSettings(scale=scale))
+        try:
+            while True:
+                next(gen)
+        except StopIteration as done:
+            outputs.append(done.value)
+    return outputs, time.perf_counter() - start
+
+
+def _drive(gen):
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        return done.value
+
+
+def untuned_result(model, prob, nms, pairs, solvers, scale):
+    """Scores at the model's own thresholds, with an F1 at IoU 0.5 per volume."""
+    from napari_anystar.analysis import pooled_scores
+
+    truth = [labels for _, _, labels in pairs]
+    predicted = [s.labels(prob, nms) for s in solvers]
+    per_volume = {name: round(pooled_scores([t], [p], (0.5,)).f1[0], 3)
+                  for (name, _, _), t, p in zip(pairs, truth, predicted, strict=True)}
+    return {"prob": prob, "nms": nms, "scale": list(scale),
+            **pooled_scores(truth, predicted).to_dict(), "per_volume_f1_at_iou_0.5": per_volume}
+
+
+def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
+    """(untuned results by scale, best tuned result or None, per-scale summaries).
+
+    ``scales`` are tried with threshold tuning (unless ``tune`` is false); at those in
+    ``untuned_scales`` the model's own thresholds are scored too.
+    """
+    from napari_anystar.analysis import tune_thresholds_on_outputs
+    from napari_anystar.model.instances import InstanceSolver
+
+    images = [image for _, image, _ in pairs]
+    truth = [labels for _, _, labels in pairs]
+    untuned, best, per_scale = {}, None, []
+    for scale in scales:
+        outputs, seconds = network_outputs(model, images, scale)
+        solvers = [InstanceSolver(out, model) for out in outputs]
+        if scale in untuned_scales:
+            untuned[scale] = untuned_result(model, prob, nms, pairs, solvers, scale)
+        if not tune:
+            continue
+        choice = _drive(tune_thresholds_on_outputs(
+            [s.labels for s in solvers], truth, min_prob=min(out.min_prob for out in outputs)))
+        summary = {"scale": list(scale), "network_s": round(seconds, 2),
+                   "prob": round(choice.prob, 4), "nms": choice.nms,
+                   "mean_accuracy": round(choice.objective, 4)}
+        per_scale.append(summary)
+        print(json.dumps(summary), file=sys.stderr, flush=True)
+        if best is None or choice.objective > best[0]:
+            best = (choice.objective, {"prob": round(choice.prob, 4), "nms": choice.nms,
+                                       "scale": list(scale), **choice.scores.to_dict()})
+    return untuned, best and best[1], per_scale
+
+
+def scale_grid(voxel_size, z_ratios, factors):
+    """Scales (Z, Y, X) = factor * (z_ratio, 1, 1); z_ratio defaults span voxel size .. 1."""
+    voxel = np.asarray(voxel_size, dtype=float)
+    natural = float(voxel[0] / voxel[-1])
+    ratios = z_ratios or sorted({round(natural, 4), round(float(np.sqrt(natural)), 4), 1.0})
+    return [(round(f * r, 4), round(float(f), 4), round(float(f), 4))
+            for r in ratios for f in factors]
+
+
+def evaluate_voronoi_otsu(pairs, voxel_size):
+    """Voronoi-Otsu labelling with its sigmas chosen on the folder (full grid).
+
+    Sigmas are tried both in space (scaled by the voxel size per axis) and in voxels (the
+    same along every axis, as clEsperanto's ``voronoi_otsu_labeling`` does).
+    """
+    from napari_anystar.analysis import pooled_scores
+    from napari_anystar.analysis.voronoi_otsu import blur, otsu_mask, seeded_watershed
+
+    truth = [labels for _, _, labels in pairs]
+    best = None
+    for sigma_in, spacing in (("space", tuple(voxel_size)), ("voxels", (1.0, 1.0, 1.0))):
+        masks = {o: [otsu_mask(blur(img, o, spacing)) for _, img, _ in pairs]
+                 for o in OUTLINE_SIGMAS}
+        for spot_sigma in SPOT_SIGMAS:
+            spots = [blur(img, spot_sigma, spacing) for _, img, _ in pairs]
+            for outline_sigma in OUTLINE_SIGMAS:
+                predicted = [seeded_watershed(s, m)
+                             for s, m in zip(spots, masks[outline_sigma], strict=True)]
+                scores = pooled_scores(truth, predicted)
+                if best is None or scores.mean("accuracy") > best[0]:
+                    best = (scores.mean("accuracy"),
+                            {"spot_sigma": spot_sigma, "outline_sigma": outline_sigma,
+                             "sigma_in": sigma_in, **scores.to_dict()})
+    return best[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, type=Path, help="folder of *_image/_labels.tif")
+    ap.add_argument("--model", default=None, help="model name or folder (default: the default)")
+    ap.add_argument("--voxel-size", type=float, nargs=3, default=(1.0, 1.0, 1.0),
+                    metavar=("Z", "Y", "X"), help="voxel size of the volumes (default 1 1 1)")
+    ap.add_argument("--scale-factors", type=float, nargs="+", default=SCALE_FACTORS,
+                    help="overall rescale factors tried in the tuning")
+    ap.add_argument("--z-ratios", type=float, nargs="+", default=None,
+                    help="Z/XY rescale ratios tried in the tuning (default: Z/X voxel size, "
+                         "its square root, and 1)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip Voronoi-Otsu")
+    ap.add_argument("--no-tuning", action="store_true",
+                    help="only the model's own thresholds (no threshold or scale search)")
+    args = ap.parse_args(argv)
+
+    from napari_anystar.model.registry import (
+        default_model,
+        load_model,
+        model_thresholds,
+        resolve_model,
+    )
+
+    entry = resolve_model(args.model) if args.model else default_model()
+    if entry is None:
+        raise SystemExit("no model available")
+    model = load_model(entry)
+    prob, nms = model_thresholds(entry)
+    pairs = read_pairs(args.data)
+    voxel = np.asarray(args.voxel_size, dtype=float)
+    from_voxel_size = tuple(round(float(v), 4) for v in voxel / voxel[-1])
+    raw_voxels = (1.0, 1.0, 1.0)
+    scales = list(dict.fromkeys([from_voxel_size, raw_voxels]))
+    if not args.no_tuning:
+        scales = list(dict.fromkeys(
+            [*scales, *scale_grid(voxel, args.z_ratios, args.scale_factors)]))
+
+    start = time.perf_counter()
+    untuned, tuned, per_scale = evaluate_model(model, prob, nms, pairs, scales,
+                                               {from_voxel_size, raw_voxels},
+                                               tune=not args.no_tuning)
+    result = {
+        "data": str(args.data), "n_volumes": len(pairs),
+        "n_objects": int(sum(len(np.unique(lbl)) - 1 for _, _, lbl in pairs)),
+        "voxel_size": list(args.voxel_size), "model": entry.name, "model_path": str(entry.path),
+        "default": untuned[from_voxel_size], "default_raw_voxels": untuned[raw_voxels],
+        "tuned": tuned, "tuned_per_scale": per_scale,
+        "model_eval_s": round(time.perf_counter() - start, 1),
+    }
+    if not args.no_baseline:
+        start = time.perf_counter()
+        result["voronoi_otsu"] = evaluate_voronoi_otsu(pairs, args.voxel_size)
+        result["voronoi_otsu_eval_s"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""A fresh install: the Segment widget offers the shipped model and segments with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_anystar._widgets import segment as segment_module
+from napari_anystar._widgets.segment import SegmentWidget
+from napari_anystar.analysis import pooled_scores
+from napari_anystar.model import registry
+from napari_anystar.synth import SynthSettings, generate
+
+pytestmark = pytest.mark.bundled_model
+TIMEOUT = 120_000  # ms; the first TensorFlow run on a loaded 2-core CI machine
+#: Clean AS-Mix blobs (no A(.)), seed 9004: the shipped model's F1 at IoU 0.5 measured 0.95.
+MIN_F1 = 0.6
+
+
+def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer, qtbot,
+                                                            monkeypatch):
+    errors: list[str] = []
+    monkeypatch.setattr(segment_module, "show_error", errors.append)
+    sample = generate("as-mix", 9004, SynthSettings(augment=False))
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="nuclei")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+
+    entry = widget.selected_model()
+    assert (entry.name, entry.source) == (registry.DEFAULT_MODEL_NAME, "bundled")
+    assert widget.thresholds() == pytest.approx(registry.model_thresholds(entry), abs=0.01)
+
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
+        widget.run()
+    layer = blocker.args[0]
+    assert errors == []
+    assert layer.metadata["model"] == registry.DEFAULT_MODEL_NAME
+    assert layer.data.shape == sample.image.shape
+    scores = pooled_scores([sample.labels], [np.asarray(layer.data, np.int32)], (0.5,))
+    assert scores.f1[0] >= MIN_F1

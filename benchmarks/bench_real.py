@@ -56,22 +56,6 @@ def read_pairs(data: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def network_outputs(model, images, scale):
-    """Network outputs of all volumes at ``scale`` (auto tiles) and the seconds it took."""
-    from napari_anystar.model.predict import PredictSettings, predict_network
-
-    start = time.perf_counter()
-    outputs = []
-    for image in images:
-        gen = predict_network(model, image, PredictSettings(scale=scale))
-        try:
-            while True:
-                next(gen)
-        except StopIteration as done:
-            outputs.append(done.value)
-    return outputs, time.perf_counter() - start
-
-
 def _drive(gen):
     try:
         while True:
@@ -80,7 +64,17 @@ def _drive(gen):
         return done.value
 
 
-def untuned_result(model, prob, nms, pairs, solvers, scale):
+def network_outputs(model, images, scale):
+    """Network outputs of all volumes at ``scale`` (auto tiles) and the seconds it took."""
+    from napari_anystar.model.predict import PredictSettings, predict_network
+
+    start = time.perf_counter()
+    outputs = [_drive(predict_network(model, image, PredictSettings(scale=scale)))
+               for image in images]
+    return outputs, time.perf_counter() - start
+
+
+def untuned_result(prob, nms, pairs, solvers, scale):
     """Scores at the model's own thresholds, with an F1 at IoU 0.5 per volume."""
     from napari_anystar.analysis import pooled_scores
 
@@ -108,7 +102,7 @@ def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
         outputs, seconds = network_outputs(model, images, scale)
         solvers = [InstanceSolver(out, model) for out in outputs]
         if scale in untuned_scales:
-            untuned[scale] = untuned_result(model, prob, nms, pairs, solvers, scale)
+            untuned[scale] = untuned_result(prob, nms, pairs, solvers, scale)
         if not tune:
             continue
         choice = _drive(tune_thresholds_on_outputs(

@@ -129,3 +129,22 @@ def test_final_noise_only_on_nonzero_voxels():
         assert out.min() >= 0 and out.max() <= 1
         changed += not np.array_equal(out, image)
     assert 0 < changed < 30  # applied with p=0.2
+
+
+def test_crop_has_random_size_and_elastic_cuts_the_centre(blobs):
+    """As in the reference (MONAI 1.1 defaults): the crop is SIZE..grid per axis, the elastic
+    step samples the SIZE^3 output around its centre."""
+    image, labels = blobs
+    pipeline = aug.build_pipeline(SIZE)
+    crop, elastic = pipeline.transforms[1], pipeline.transforms[15]
+    data = {"image": torch.from_numpy(image[None]), "label": torch.from_numpy(labels[None] * 1.0)}
+    shapes = set()
+    for seed in range(12):
+        crop.set_random_state(seed=seed)
+        shape = tuple(crop(dict(data))["image"].shape[1:])
+        assert all(SIZE <= s <= image.shape[0] for s in shape)
+        shapes.add(shape)
+    assert len(shapes) > 1 and any(max(s) > SIZE for s in shapes)
+    elastic.set_random_state(seed=0)
+    out = elastic({"image": data["image"], "label": data["label"]})
+    assert tuple(out["image"].shape[1:]) == tuple(out["label"].shape[1:]) == (SIZE,) * 3

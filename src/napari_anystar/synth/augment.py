@@ -4,7 +4,8 @@
 (keys ``image`` and ``label``; images trilinear/bilinear, labels nearest), steps as
 ``(probability) transform``:
 
-1. ScaleIntensityd over the whole grid; 2. RandSpatialCropd ``size^3``;
+1. ScaleIntensityd over the whole grid; 2. RandSpatialCropd of a random size between ``size``
+   and the grid per axis (``random_size``: the default of MONAI 1.1, the reference's version);
 3. (1) RandZoomd 0.4..1.4, trilinear/nearest, reflect padding, same size;
 4. (1) RandAffined, rotations U(-pi/4, pi/4) per axis, translations U(-16, 16), reflection;
 5. (1) RandBiasFieldd, coefficients U(0, 0.1); 6. (0.25) RandGaussianNoised;
@@ -16,7 +17,8 @@
     always rotated in the (0, 1) plane);
 16. (1) Rand3DElasticd, sigma 2..5, magnitude 8..20, scale +-0.3, shear +-0.5 on the
     reference's three coefficients (MONAI's 3D shear has six; the other three stay 0),
-    zero padding;
+    zero padding, output ``size^3`` around the centre of the crop (the steps before see the
+    larger crop, so zoom-out and rotation padding mostly fall outside the output);
 17. ScaleIntensityd; 18. (0.2) RandCoarseDropoutd, 20 holes of 12^3 filled with 0, the same
     holes in image and labels;
 19. (0.2) Gaussian / Poisson / speckle noise on the non-zero voxels (:func:`final_noise`; no
@@ -88,7 +90,7 @@ def build_pipeline(size: int) -> Compose:
     return Compose(
         [
             ScaleIntensityd(image),
-            RandSpatialCropd(both, roi_size=(size,) * 3, random_size=False),
+            RandSpatialCropd(both, roi_size=(size,) * 3, random_size=True),
             RandZoomd(both, prob=1.0, min_zoom=0.4, max_zoom=1.4, mode=("trilinear", "nearest"),
                       padding_mode="reflect", keep_size=True),
             RandAffined(both, prob=1.0, rotate_range=(math.pi / 4,) * 3,
@@ -106,7 +108,7 @@ def build_pipeline(size: int) -> Compose:
             RandAxisFlipd(both, prob=1.0),
             OneOf(rotate90),
             Rand3DElasticd(both, prob=1.0, sigma_range=(2, 5), magnitude_range=(8, 20),
-                           scale_range=(0.3,) * 3, shear_range=(0.5,) * 3,
+                           spatial_size=(size,) * 3, scale_range=(0.3,) * 3, shear_range=(0.5,) * 3,
                            mode=("bilinear", "nearest"), padding_mode="zeros"),
             ScaleIntensityd(image),
             RandCoarseDropoutd(both, prob=0.2, holes=20, spatial_size=12, fill_value=0),

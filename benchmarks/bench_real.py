@@ -8,6 +8,9 @@ the folder, then averaged over the IoU thresholds: ``mean_accuracy`` etc.):
   Segment widget's default scale for a layer with this voxel size (voxel size / X voxel size:
   isotropic voxels); ``default_raw_voxels``: the same at scale 1 (a TIFF opened without
   voxel size);
+* ``default_suggested_scale``: the shipped thresholds at the scale the widget's *Suggest*
+  button (``model.object_size.estimate_scale``, no labels used) picks per volume, starting
+  from the default scale;
 * ``tuned``: probability/NMS thresholds and the scale chosen on this folder (scales
   ``factor * (z_ratio, 1, 1)`` over ``--scale-factors`` x ``--z-ratios``; an upper bound for
   what slider and scale tuning can reach), ``tuned_per_scale`` the best thresholds per scale;
@@ -84,6 +87,28 @@ def untuned_result(prob, nms, pairs, solvers, scale):
                   for (name, _, _), t, p in zip(pairs, truth, predicted, strict=True)}
     return {"prob": prob, "nms": nms, "scale": list(scale),
             **pooled_scores(truth, predicted).to_dict(), "per_volume_f1_at_iou_0.5": per_volume}
+
+
+def auto_scale_result(model, prob, nms, pairs, start_scale):
+    """Shipped thresholds at the scale ``estimate_scale`` suggests per volume (the widget's
+    *Suggest* from its default scale, then *Run*); volumes it cannot measure keep the start."""
+    from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.object_size import estimate_scale
+    from napari_anystar.model.predict import PredictSettings
+
+    start = PredictSettings(scale=start_scale)
+    scales, solvers = {}, []
+    for name, image, _ in pairs:
+        try:
+            scale = _drive(estimate_scale(model, image, start, prob, nms)).scale
+        except ValueError:
+            scale = start_scale
+        scales[name] = list(scale)
+        (output,), _ = network_outputs(model, [image], scale)
+        solvers.append(InstanceSolver(output, model))
+    result = untuned_result(prob, nms, pairs, solvers, start_scale)
+    result.pop("scale")
+    return {**result, "start_scale": list(start_scale), "scale_per_volume": scales}
 
 
 def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
@@ -200,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_objects": int(sum(len(np.unique(lbl)) - 1 for _, _, lbl in pairs)),
         "voxel_size": list(args.voxel_size), "model": entry.name, "model_path": str(entry.path),
         "default": untuned[from_voxel_size], "default_raw_voxels": untuned[raw_voxels],
+        "default_suggested_scale": auto_scale_result(model, prob, nms, pairs, from_voxel_size),
         "tuned": tuned, "tuned_per_scale": per_scale,
         "model_eval_s": round(time.perf_counter() - start, 1),
     }

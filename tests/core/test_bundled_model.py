@@ -107,3 +107,24 @@ def test_cli_segments_with_the_default_model(tmp_path, capsys):
     labels = tifffile.imread(tmp_path / "labels.tif")
     scores = pooled_scores([sample.labels], [labels.astype(np.int32)], iou_thresholds=(0.5,))
     assert scores.f1[0] >= MIN_SINGLE_F1
+
+
+@pytest.mark.slow
+def test_cli_auto_scale_undoes_a_blown_up_volume(tmp_path, capsys):
+    """Objects 1.6x too large: --scale auto brings them back and they are segmented."""
+    from scipy import ndimage as ndi
+
+    sample = generate("as-brightfg-plainbg", 9004, CLEAN)
+    image = ndi.zoom(sample.image, 1.6, order=1)
+    truth = ndi.zoom(sample.labels, 1.6, order=0).astype(np.int32)
+    tifffile.imwrite(tmp_path / "big.tif", (image * 1000).astype(np.uint16))
+    assert cli.main(["segment", str(tmp_path / "big.tif"), "--scale", "auto",
+                     "--out", str(tmp_path / "labels.tif")]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("big.tif: objects ~"))
+    scale = [float(v) for v in line.rsplit("scale ", 1)[1].split()]
+    assert all(0.3 < s < 1.0 for s in scale)  # shrinks the volume back
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert labels.shape == image.shape
+    scores = pooled_scores([truth], [labels.astype(np.int32)], iou_thresholds=(0.5,))
+    assert scores.f1[0] >= MIN_SINGLE_F1

@@ -204,6 +204,7 @@ def test_path_and_option_errors_exit_2_with_one_line(model_dir, tmp_path, capsys
          "Unknown model"),
         ([str(good), "--out", str(tmp_path / "x.tif"), "--scale", "1", "2", *model], "--scale"),
         ([str(good), "--out", str(tmp_path / "x.tif"), "--scale", "0", *model], "cale"),
+        ([str(good), "--out", str(tmp_path / "x.tif"), "--scale", "big", *model], "'auto'"),
         ([str(good), "--out", str(tmp_path / "x.tif"), "--prob-thresh", "1.5", *model],
          "--prob-thresh"),
         ([str(good), "--out", str(tmp_path / "x.tif"), "--norm", "99", "1", *model], "ercentile"),

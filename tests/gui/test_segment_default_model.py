@@ -39,3 +39,36 @@ def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer,
     assert layer.data.shape == sample.image.shape
     scores = pooled_scores([sample.labels], [np.asarray(layer.data, np.int32)], (0.5,))
     assert scores.f1[0] >= MIN_F1
+
+
+def test_suggest_scale_sets_the_spins_and_the_run_uses_them(make_napari_viewer, qtbot,
+                                                            monkeypatch):
+    """Objects blown up 1.6x: Suggest shrinks the scale, Run then segments at that scale."""
+    from scipy import ndimage as ndi
+
+    errors: list[str] = []
+    monkeypatch.setattr(segment_module, "show_error", errors.append)
+    sample = generate("as-mix", 9004, SynthSettings(augment=False))
+    viewer = make_napari_viewer()
+    viewer.add_image(ndi.zoom(sample.image, 1.6, order=1), name="big nuclei")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    assert [spin.value() for spin in widget.scale_spins] == [1.0, 1.0, 1.0]
+
+    with qtbot.waitSignal(widget.scale_suggested, timeout=TIMEOUT) as blocker:
+        widget.suggest_scale()
+    estimate = blocker.args[0]
+    assert errors == []
+    spins = [spin.value() for spin in widget.scale_spins]
+    assert spins == pytest.approx(estimate.scale, abs=1e-3)
+    assert all(0.3 < s < 1.0 for s in spins)
+    assert "scale set to" in widget.status_label.text()
+    assert widget.run_button.isEnabled() and widget.suggest_scale_button.isEnabled()
+
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
+        widget.run()
+    layer = blocker.args[0]
+    assert tuple(layer.metadata["scale"]) == pytest.approx(estimate.scale)
+    truth = ndi.zoom(sample.labels, 1.6, order=0).astype(np.int32)
+    scores = pooled_scores([truth], [np.asarray(layer.data, np.int32)], (0.5,))
+    assert scores.f1[0] >= MIN_F1

@@ -327,6 +327,26 @@ def test_bad_input_is_refused_without_worker(qtbot, viewer_widget, errors, data,
     assert _labels_layers(viewer) == []
 
 
+def test_suggest_scale_failures_are_reported_and_leave_the_scale(qtbot, viewer_widget, errors):
+    viewer, widget = viewer_widget
+    viewer.add_image(np.ones((48, 48), np.float32), name="flat")
+    with qtbot.waitSignal(widget.run_failed, timeout=1000) as blocker:
+        widget.suggest_scale()  # refused before any worker
+    assert "2D" in blocker.args[0] and widget._life.worker is None
+
+    viewer.add_image(_blobs(), name="blobs")
+    widget.image_combo.setCurrentIndex(widget.image_combo.findData("blobs"))
+    before = [spin.value() for spin in widget.scale_spins]
+    widget.prob_slider.setValue(1.0)  # nothing passes: no size to measure
+    with qtbot.waitSignal(widget.run_failed, timeout=TIMEOUT) as blocker:
+        widget.suggest_scale()
+    assert "too few to estimate" in blocker.args[0]
+    assert "too few to estimate" in widget.status_label.text()
+    assert [spin.value() for spin in widget.scale_spins] == before
+    assert widget.run_button.isEnabled() and widget.suggest_scale_button.isEnabled()
+    assert _labels_layers(viewer) == []
+
+
 def test_no_models_explains_and_add_folder_validates(
     qtbot, make_napari_viewer, seg_model_dir, tmp_path, errors
 ):

@@ -42,10 +42,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scale",
-        type=float,
         nargs="+",
         metavar="S",
-        help="rescale before the network so objects are ~10-40 voxels across: S or Z Y X",
+        help="rescale before the network so objects are ~10-40 voxels across: S or Z Y X, or "
+        "'auto' to measure the objects the network finds and rescale them to its training size",
     )
     parser.add_argument(
         "--n-tiles", type=int, nargs=3, metavar=("Z", "Y", "X"), help="tiles per axis"
@@ -109,10 +109,15 @@ def _settings(args: argparse.Namespace) -> Any:
     from napari_anystar.model.predict import PredictSettings
 
     kwargs: dict[str, Any] = {"device": args.device}
-    if args.scale is not None:
+    if args.scale is not None and args.scale != ["auto"]:
         if len(args.scale) not in (1, 3):
-            raise UserError("--scale takes one value or three (Z Y X)")
-        kwargs["scale"] = tuple(args.scale) * (3 if len(args.scale) == 1 else 1)
+            raise UserError("--scale takes one value, three (Z Y X) or 'auto'")
+        try:
+            scale = tuple(float(s) for s in args.scale)
+        except ValueError:
+            given = " ".join(args.scale)
+            raise UserError(f"--scale takes numbers or 'auto', got {given}") from None
+        kwargs["scale"] = scale * (3 if len(scale) == 1 else 1)
     if args.n_tiles is not None:
         kwargs["n_tiles"] = tuple(args.n_tiles)
     if args.norm is not None:
@@ -153,8 +158,8 @@ def _load(entry: Any) -> Any:
     return model
 
 
-def _drive(job: Generator[tuple[int, int], None, Any], desc: str) -> Any:
-    """Run a (tiles_done, tiles_total) generator with a tqdm bar on stderr; its result."""
+def _drive(job: Generator[tuple[int, int], None, Any], desc: str, unit: str = "tile") -> Any:
+    """Run a (done, total) generator with a tqdm bar on stderr; its result."""
     from tqdm import tqdm
 
     bar = None
@@ -162,7 +167,7 @@ def _drive(job: Generator[tuple[int, int], None, Any], desc: str) -> Any:
         while True:
             done, total = next(job)
             if bar is None:
-                bar = tqdm(desc=desc, total=total, unit="tile", file=sys.stderr, dynamic_ncols=True)
+                bar = tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
             bar.total = total
             bar.update(done - bar.n)
     except StopIteration as stop:
@@ -171,6 +176,21 @@ def _drive(job: Generator[tuple[int, int], None, Any], desc: str) -> Any:
         job.close()
         if bar is not None:
             bar.close()
+
+
+def _auto_scale(model: Any, image: Any, settings: Any, prob: float, nms: float, name: str) -> Any:
+    """``settings`` with the scale that brings the objects to the network's training size."""
+    from dataclasses import replace
+
+    from napari_anystar.model.object_size import estimate_scale
+
+    estimate = _drive(estimate_scale(model, image, settings, prob, nms), f"{name} size",
+                      unit="round")
+    size = " x ".join(f"{s:.1f}" for s in estimate.object_size)
+    scale = " ".join(f"{s:g}" for s in estimate.scale)
+    print(f"{name}: objects ~{size} voxels (Z Y X, {estimate.n_objects} found); "
+          f"scale {scale}", file=sys.stderr)
+    return replace(settings, scale=estimate.scale)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,7 +221,10 @@ def run(args: argparse.Namespace) -> int:
             check_volume(image, scale=settings.scale)
             if model is None:  # loaded after the first check: bad inputs fail fast
                 model = _load(entry)
-            labels = _drive(segment_volume(model, image, settings, prob, nms), src.name)
+            chosen = settings
+            if args.scale == ["auto"]:
+                chosen = _auto_scale(model, image, settings, prob, nms, src.name)
+            labels = _drive(segment_volume(model, image, chosen, prob, nms), src.name)
         except ValueError as err:
             raise UserError(f"{src}: {err}") from None
         dst.parent.mkdir(parents=True, exist_ok=True)

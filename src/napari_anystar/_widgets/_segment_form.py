@@ -34,6 +34,9 @@ HELP = {
     "scale": "Rescale factors (Z, Y, X) applied before the network. Default: the layer's voxel "
     "size divided by its X voxel size (isotropic voxels at the in-plane resolution, e.g. voxel "
     "size (2, 0.5, 0.5) -> (4, 1, 1)). Choose them so objects are ~10-40 voxels across.",
+    "suggest": "Run the network, measure the objects it finds and set the scale so that they "
+    "are the size the network was trained on (~12 voxels along each axis). Uses the current "
+    "scale as the starting point.",
     "tiles": "Split the volume into Z x Y x X tiles (automatic: windows of about 64^3 voxels).",
     "device": "Where the network runs: Auto uses a GPU when TensorFlow sees one.",
     "show_prob": "Also show the network's object probability map as an image layer.",
@@ -78,6 +81,8 @@ class SegmentForm(QWidget):
         self.norm_low = self._double_spin(0.0, 100.0, 1.0, 0.1, 2, HELP["norm"])
         self.norm_high = self._double_spin(0.0, 100.0, 99.8, 0.1, 2, HELP["norm"])
         self.scale_spins = [self._double_spin(0.05, 20.0, 1.0, 0.1, 3, HELP["scale"]) for _ in AXES]
+        self.suggest_scale_button = QPushButton("Suggest")
+        self.suggest_scale_button.setToolTip(HELP["suggest"])
         self.auto_tiles_check = QCheckBox("Automatic")
         self.auto_tiles_check.setChecked(True)
         self.auto_tiles_check.setToolTip(HELP["tiles"])
@@ -143,7 +148,9 @@ class SegmentForm(QWidget):
             row.addWidget(QLabel(label))
             row.addWidget(spin, 1)
         form.addRow("Percentiles", norm)
-        form.addRow("Scale", _spin_row(self.scale_spins))
+        scale_row = _spin_row(self.scale_spins)
+        scale_row.layout().addWidget(self.suggest_scale_button)
+        form.addRow("Scale", scale_row)
         form.addRow("Tiles", self.auto_tiles_check)
         form.addRow("", _spin_row(self.tile_spins))
         form.addRow("Device", self.device_combo)

@@ -1,7 +1,8 @@
 """Background jobs of the Segment widget, written as plain generators/functions (no Qt).
 
 ``network_job`` loads the model and runs (or reuses from the cache) the network, yielding
-per-tile progress; closing it stops at the next tile boundary. ``solve`` turns a cached
+per-tile progress; closing it stops at the next tile boundary. ``scale_job`` suggests a scale
+from the objects the network finds. ``solve`` turns a cached
 network output into labels for one threshold pair; ``warm_job`` pre-computes lower
 probability thresholds in the background, one chunk at a time, giving way to any ``solve``.
 """
@@ -19,6 +20,7 @@ import numpy as np
 from napari_anystar._widgets._segment_output import count_objects
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.object_size import SizeEstimate, estimate_scale
 from napari_anystar.model.predict import PredictSettings, predict_network
 from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
 
@@ -56,6 +58,17 @@ def network_job(
         output, solver = hit
     labels, n_objects = solve(solver, *thresholds)
     return RunResult(output, solver, labels, n_objects, sha256, hit is not None)
+
+
+def scale_job(
+    entry: ModelEntry,
+    image: np.ndarray,
+    settings: PredictSettings,
+    thresholds: tuple[float, float],
+) -> Generator[tuple[int, int], None, SizeEstimate]:
+    """Loads the model and estimates the scale that brings the objects to training size."""
+    model = load_model(entry)
+    return (yield from estimate_scale(model, image, settings, *thresholds))
 
 
 class SolveLock:

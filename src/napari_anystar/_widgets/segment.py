@@ -26,12 +26,19 @@ import napari_anystar
 from napari_anystar._widgets._layers import layer_tag
 from napari_anystar._widgets._segment_form import SegmentForm
 from napari_anystar._widgets._segment_input import InputVolume, default_scale, volume_from_layer
-from napari_anystar._widgets._segment_jobs import RunResult, drive, network_job, warm_job
+from napari_anystar._widgets._segment_jobs import (
+    RunResult,
+    drive,
+    network_job,
+    scale_job,
+    warm_job,
+)
 from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
 from napari_anystar._widgets._segment_output import probability_transform, show_layer
 from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
+from napari_anystar.model.object_size import SizeEstimate
 from napari_anystar.model.predict import PredictSettings, check_volume
 
 logger = logging.getLogger(__name__)
@@ -78,6 +85,7 @@ class SegmentWidget(SegmentForm):
     run_failed = Signal(str)  # one-line reason (also for refused input; no worker then)
     run_cancelled = Signal()
     warmup_finished = Signal(bool)  # True: reached its floor/limit, False: stopped or failed
+    scale_suggested = Signal(object)  # SizeEstimate, after the scale spins were set
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -97,6 +105,7 @@ class SegmentWidget(SegmentForm):
         self.nms_slider.valueChanged.connect(self._on_threshold_changed)
         self.show_prob_check.toggled.connect(self._on_show_prob_toggled)
         self.run_button.clicked.connect(self.run)
+        self.suggest_scale_button.clicked.connect(self.suggest_scale)
         self.cancel_button.clicked.connect(self.cancel)
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
@@ -179,18 +188,19 @@ class SegmentWidget(SegmentForm):
         """The (probability, NMS) thresholds of the sliders."""
         return float(self.prob_slider.value()), float(self.nms_slider.value())
 
-    def run(self) -> None:
-        """Check the input, then predict in a worker (the network only on a cache miss)."""
+    def _checked_input(self) -> tuple[Image, registry.ModelEntry, PredictSettings,
+                                      InputVolume] | None:
+        """Layer, model, settings and volume for a job, or None after saying what is wrong."""
         if self._life.worker is not None:
             self.status_label.setText("A segmentation is already running.")
-            return
+            return None
         layer, entry = self.selected_layer(), self.selected_model()
         if layer is None:
             self._refuse("Add or choose an image layer to segment.")
-            return
+            return None
         if entry is None:
             self._refuse(registry.NO_MODELS_MESSAGE)
-            return
+            return None
         try:
             settings = self.predict_settings()
             settings.validate()
@@ -198,7 +208,15 @@ class SegmentWidget(SegmentForm):
             check_volume(volume.data, scale=settings.scale)
         except ValueError as exc:
             self._refuse(str(exc))
+            return None
+        return layer, entry, settings, volume
+
+    def run(self) -> None:
+        """Check the input, then predict in a worker (the network only on a cache miss)."""
+        checked = self._checked_input()
+        if checked is None:
             return
+        layer, entry, settings, volume = checked
         self._life.stop_warmup()
         metadata = {
             "model": entry.name,
@@ -220,14 +238,47 @@ class SegmentWidget(SegmentForm):
         worker.aborted.connect(self._on_run_aborted)
         worker.finished.connect(job.close)  # after a cancel: stop predict_network for good
         worker.finished.connect(self._on_run_ended)
-        self._life.worker = worker
         self._outcome = ("failed", "The segmentation stopped unexpectedly.")
+        self._start(worker, " ".join(filter(None, [volume.note, "Loading model..."])))
+
+    def _start(self, worker: Any, message: str) -> None:
+        self._life.worker = worker
         self.run_button.setEnabled(False)
+        self.suggest_scale_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress_bar.setFormat("")
-        self.progress_bar.setRange(0, 0)  # busy until the first tile
-        self.status_label.setText(" ".join(filter(None, [volume.note, "Loading model..."])))
+        self.progress_bar.setRange(0, 0)  # busy until the first progress report
+        self.status_label.setText(message)
         worker.start()
+
+    def suggest_scale(self) -> None:
+        """Measure the objects the network finds (in a worker) and set the scale spins so
+        that they get the network's training size."""
+        checked = self._checked_input()
+        if checked is None:
+            return
+        _layer, entry, settings, volume = checked
+        self._life.stop_warmup()
+        job = scale_job(entry, volume.data, settings, self.thresholds())
+        worker = create_worker(drive, job, _ignore_errors=True)
+        worker.returned.connect(self._on_scale_returned)
+        worker.errored.connect(self._on_run_errored)
+        worker.aborted.connect(self._on_run_aborted)
+        worker.finished.connect(job.close)
+        worker.finished.connect(self._on_run_ended)
+        self._outcome = ("failed", "The scale estimate stopped unexpectedly.")
+        self._start(worker, "Measuring objects...")
+
+    def _on_scale_returned(self, estimate: SizeEstimate) -> None:
+        if not self._life.alive:
+            return
+        for spin, value in zip(self.scale_spins, estimate.scale, strict=True):
+            spin.setValue(value)
+        size = " x ".join(f"{s:.1f}" for s in estimate.object_size)
+        self.status_label.setText(
+            f"Objects ~{size} voxels (Z, Y, X; {estimate.n_objects} found): scale set to "
+            f"{', '.join(f'{s:g}' for s in estimate.scale)}. Press Run.")
+        self._outcome = ("scale_suggested", estimate)
 
     def cancel(self) -> None:
         """Stop the running prediction at the next tile boundary; no layer is changed."""
@@ -284,7 +335,11 @@ class SegmentWidget(SegmentForm):
         self.cancel_button.setEnabled(False)
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
+        self.suggest_scale_button.setEnabled(True)
         outcome, *args = self._outcome
+        if outcome == "scale_suggested":
+            self.scale_suggested.emit(*args)
+            return
         getattr(self, f"run_{outcome}").emit(*args)  # run_finished / run_failed / run_cancelled
         if outcome == "finished":
             if self.thresholds() != self._run.thresholds:

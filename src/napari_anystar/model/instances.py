@@ -72,6 +72,23 @@ class InstanceSolver:
     def n_candidates(self, prob_thresh: float) -> int:
         return len(self.candidates(prob_thresh))
 
+    def kept(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
+        """Indices of the candidates that survive StarDist's NMS at this threshold pair."""
+        prob_thresh, nms_thresh = float(prob_thresh), float(nms_thresh)
+        self._check(prob_thresh, nms_thresh)
+        sel = self.candidates(prob_thresh)
+        try:
+            return self._nms.survivors(sel, nms_thresh)
+        except Undecidable:
+            from stardist.nms import non_maximum_suppression_3d_sparse
+
+            self.n_fallbacks += 1
+            out = self.output
+            inds = non_maximum_suppression_3d_sparse(
+                out.cand_dist[sel], out.cand_prob[sel], out.points[sel], self.rays,
+                nms_thresh=nms_thresh)[-1]
+            return sel[inds]
+
     # ------------------------------------------------------------------ labels
     def labels(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
         """Label image (input image shape, int32) for this threshold pair."""

@@ -1,0 +1,88 @@
+"""Scale suggestion from the network's own objects: extents, weighting, crop, equivariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from conftest import drain
+from napari_anystar.model import registry
+from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.object_size import (
+    TRAINING_DIAMETER,
+    centre_crop,
+    estimate_scale,
+    object_extents,
+    weighted_median,
+)
+from napari_anystar.model.predict import NetworkOutput, PredictSettings
+from napari_anystar.synth import SynthSettings, generate
+
+
+def _output(points, radii, n_rays, scale=None, shape=(64, 64, 64)):
+    n = len(points)
+    return NetworkOutput(
+        image_shape=shape, scaled_shape=shape, scale=scale, n_tiles=(1, 1, 1), tiles_total=1,
+        grid=(1, 1, 1), min_prob=0.05, points=np.asarray(points, np.int64),
+        cand_prob=np.linspace(0.9, 0.8, n).astype(np.float32),
+        cand_dist=np.repeat(np.asarray(radii, np.float32)[:, None], n_rays, axis=1),
+        prob=np.zeros(shape, np.float32))
+
+
+def test_weighted_median_follows_the_weights():
+    values = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+    np.testing.assert_array_equal(weighted_median(values, np.ones(3)), [2.0, 20.0])
+    np.testing.assert_array_equal(weighted_median(values, np.array([1.0, 1.0, 10.0])),
+                                  [3.0, 30.0])
+
+
+def test_centre_crop_bounds_the_scaled_size():
+    image = np.arange(100 * 50 * 30).reshape(100, 50, 30)
+    crop = centre_crop(image, (2.0, 1.0, 0.5), max_edge=40)
+    assert crop.shape == (20, 40, 30)
+    np.testing.assert_array_equal(crop, image[40:60, 5:45, :])
+    assert centre_crop(image, (1.0, 1.0, 1.0), max_edge=200).shape == image.shape
+
+
+def test_object_extents_are_polyhedron_sizes_in_input_voxels(tiny_model_dir):
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    n_rays = int(model.config.n_rays)
+    far_apart = [(16, 16, 16), (48, 48, 48)]
+    solver = InstanceSolver(_output(far_apart, [4.0, 6.0], n_rays), model)
+    extents = object_extents(solver, 0.5, 0.3)
+    assert extents.shape == (2, 3)
+    # golden-spiral rays reach close to +-1 along each axis
+    np.testing.assert_allclose(extents, [[8.0] * 3, [12.0] * 3], rtol=0.1)
+    scaled = InstanceSolver(_output(far_apart, [4.0, 6.0], n_rays, scale=(2.0, 1.0, 0.5)), model)
+    np.testing.assert_allclose(object_extents(scaled, 0.5, 0.3),
+                               extents / np.array([2.0, 1.0, 0.5]), rtol=1e-6)
+    # a threshold above both candidates keeps none
+    assert object_extents(solver, 0.95, 0.3).shape == (0, 3)
+
+
+@pytest.mark.bundled_model
+@pytest.mark.slow
+def test_suggested_scale_follows_the_object_size():
+    """Blow the same volume up 1.6x: the suggested scale shrinks by about 1.6x."""
+    entry = registry.default_model()
+    model = registry.load_model(entry)
+    prob, nms = registry.model_thresholds(entry)
+    sample = generate("as-brightfg-plainbg", 9004, SynthSettings(augment=False))
+    small = drain(estimate_scale(model, sample.image, None, prob, nms))[1]
+    large_image = ndi.zoom(sample.image, 1.6, order=1)
+    steps, large = drain(estimate_scale(model, large_image, None, prob, nms))
+    assert steps[0] == (0, 2) and steps[-1] == (2, 2)
+    assert large.n_objects >= 5 and small.n_objects >= 5
+    ratio = np.array(small.scale) / np.array(large.scale)
+    np.testing.assert_allclose(ratio, 1.6, rtol=0.2)
+    # at the suggested scale the objects are about the training size
+    np.testing.assert_allclose(np.array(small.object_size) * small.scale, TRAINING_DIAMETER,
+                               rtol=0.35)
+
+
+def test_too_few_objects_is_a_clear_error(tiny_model_dir):
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    image = np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="too few to estimate"):
+        drain(estimate_scale(model, image, PredictSettings(), 0.99, 0.3))

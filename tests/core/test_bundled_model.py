@@ -18,7 +18,7 @@ from napari_anystar.synth import SynthSettings, generate
 pytestmark = pytest.mark.bundled_model
 
 SHIPPED_FILES = ("config.json", "thresholds.json", "weights_best.h5", "training.json",
-                 "MODEL_CARD.md")
+                 "anystar.json", "MODEL_CARD.md")
 #: Seeds far from the training run's (seed 0: pool and validation series of base seed 0).
 HELD_OUT_SEEDS = (9001, 9002, 9003, 9004, 9005, 9006)
 #: Clean bright blobs (AS-BrightFG-PlainBG without A(.)): intact spheres, F1 at IoU 0.5 pooled
@@ -59,6 +59,16 @@ def test_thresholds_are_its_own_tuned_values(entry, training):
     assert registry.model_thresholds(entry) == (raw["prob"], raw["nms"])
     assert 0 < raw["prob"] < 1 and 0 < raw["nms"] < 1
     assert training["thresholds"] == pytest.approx(raw)
+
+
+def test_ray_scale_is_chosen_on_synthetic_data_and_documented(entry):
+    settings = json.loads((entry.path / "anystar.json").read_text(encoding="utf-8"))
+    assert 1.0 <= settings["ray_scale"] <= 1.3  # the range calibrate_ray_scale.py searches
+    assert "held-out" in settings["ray_scale_chosen_on"]
+    assert registry.load_model(entry).anystar_ray_scale == settings["ray_scale"]
+    card = (entry.path / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"ray_scale {settings['ray_scale']}" in card
+    assert "calibrate_ray_scale.py" in card
 
 
 def test_trained_on_synthetic_data_only(training):

@@ -180,3 +180,16 @@ def test_segment_volume_equals_predict_instances(model):
     # the fast path too, with this model's degenerate (1e-3 voxel) polyhedra
     _, out = drain(predict_network(model, img, settings))
     assert np.array_equal(InstanceSolver(out, model).labels(0.5, 0.4), ref)
+
+
+def test_ray_scale_multiplies_the_candidate_distances(model):
+    image = np.random.default_rng(3).random((24, 32, 32)).astype(np.float32)
+    plain = drain(predict_network(model, image, PredictSettings()))[1]
+    model.anystar_ray_scale = 1.25
+    try:
+        wider = drain(predict_network(model, image, PredictSettings()))[1]
+    finally:
+        del model.anystar_ray_scale
+    np.testing.assert_array_equal(wider.points, plain.points)
+    np.testing.assert_array_equal(wider.cand_prob, plain.cand_prob)
+    np.testing.assert_allclose(wider.cand_dist, plain.cand_dist * np.float32(1.25), rtol=1e-6)

@@ -67,6 +67,14 @@ def _json_list(folder):
     (folder / "config.json").write_text("[1, 2, 3]")
 
 
+def _bad_ray_scale(folder):
+    (folder / "anystar.json").write_text(json.dumps({"ray_scale": "wide"}))
+
+
+def _huge_ray_scale(folder):
+    (folder / "anystar.json").write_text(json.dumps({"ray_scale": 5}))
+
+
 @pytest.mark.parametrize(
     ("breaker", "expected"),
     [
@@ -76,6 +84,8 @@ def _json_list(folder):
         (_two_channels, "2 input channels"),
         (_garbage_json, "not valid JSON"),
         (_json_list, "not a StarDist configuration"),
+        (_bad_ray_scale, "needs a number 'ray_scale'"),
+        (_huge_ray_scale, "outside 0.5..2"),
     ],
 )
 def test_broken_folders_are_refused(tiny_model_dir, tmp_path, breaker, expected):
@@ -255,6 +265,20 @@ def test_load_model_reads_weights_and_thresholds_and_caches(tiny_model_dir, tmp_
     reloaded = registry.load_model(entry)
     assert reloaded is not model
     assert all(not w.any() for w in reloaded.keras_model.get_weights())
+
+
+def test_ray_scale_comes_from_anystar_json(tiny_model_dir, tmp_path):
+    plain = registry.remember_model_folder(copy_model(tiny_model_dir, tmp_path / "plain"))
+    assert registry.ray_scale(plain.path) == 1.0
+    assert registry.load_model(plain).anystar_ray_scale == 1.0
+    folder = copy_model(tiny_model_dir, tmp_path / "wider")
+    (folder / "anystar.json").write_text(json.dumps({"ray_scale": 1.2, "note": "x"}))
+    wider = registry.remember_model_folder(folder)
+    assert registry.load_model(wider).anystar_ray_scale == 1.2
+    (folder / "anystar.json").write_text(json.dumps({"ray_scale": 0.9}))
+    stat = (folder / "anystar.json").stat()
+    os.utime(folder / "anystar.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert registry.load_model(wider).anystar_ray_scale == 0.9  # an edit is picked up
 
 
 def test_load_model_falls_back_to_weights_last(tiny_model_dir, tmp_path):

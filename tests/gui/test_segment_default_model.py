@@ -36,6 +36,7 @@ def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer,
     layer = blocker.args[0]
     assert errors == []
     assert layer.metadata["model"] == registry.DEFAULT_MODEL_NAME
+    assert layer.metadata["ray_scale"] == registry.ray_scale(entry.path) > 1.0
     assert layer.data.shape == sample.image.shape
     scores = pooled_scores([sample.labels], [np.asarray(layer.data, np.int32)], (0.5,))
     assert scores.f1[0] >= MIN_F1

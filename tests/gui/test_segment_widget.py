@@ -140,6 +140,7 @@ def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, e
     assert (meta["prob_thresh"], meta["nms_thresh"]) == (prob, nms) == (0.5, 0.4)  # thresholds.json
     assert meta["model"] == entry.name
     assert meta["model_sha256"] == registry.model_fingerprint(entry)
+    assert meta["ray_scale"] == 1.0  # no anystar.json: StarDist's own ray lengths
     assert meta["plugin_version"] == napari_anystar.__version__
     assert meta["scale"] == (1.0, 1.0, 1.0)
     assert meta["norm"] == (1.0, 99.8)

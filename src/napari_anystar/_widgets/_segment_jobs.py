@@ -47,7 +47,9 @@ def network_job(
     """Network output (cached or computed, yielding ``(tiles_done, tiles_total)``) + labels."""
     model = load_model(entry)
     sha256 = model_fingerprint(entry)
-    key = make_key(data_fingerprint(image), sha256, settings)
+    # the ray scale is applied to the network output, so it is part of what is cached
+    ray_scale = getattr(model, "anystar_ray_scale", 1.0)
+    key = make_key(data_fingerprint(image), f"{sha256} x{ray_scale:g}", settings)
     hit = cache.get(key)
     if hit is None:
         # closing this job closes predict_network too: it stops at the next tile

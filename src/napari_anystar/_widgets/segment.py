@@ -221,6 +221,7 @@ class SegmentWidget(SegmentForm):
         metadata = {
             "model": entry.name,
             "model_path": str(entry.path),
+            "ray_scale": registry.ray_scale(entry.path),
             "scale": settings.scale or (1.0, 1.0, 1.0),
             "tiling": "auto" if settings.n_tiles is None else "manual",
             "norm": settings.norm,

@@ -59,7 +59,8 @@ class NetworkOutput:
 
     ``points`` are candidate centres in voxels of the scaled image (grid already applied),
     ``cand_prob``/``cand_dist`` their probability and ray distances (float32, distances
-    clipped at 1e-3), all in the order StarDist's sparse prediction produces them.
+    clipped at 1e-3, then times the model's ``anystar_ray_scale`` if it has one), all in the
+    order StarDist's sparse prediction produces them.
     ``prob`` is the dense probability map at grid resolution (for display).
     """
 
@@ -239,6 +240,7 @@ def predict_network(model, image: np.ndarray, settings: PredictSettings | None =
 
     cand_prob = np.concatenate(probs).astype(np.float32, copy=False)
     cand_dist = np.concatenate(dists).reshape(-1, n_rays).astype(np.float32, copy=False)
+    cand_dist = cand_dist * np.float32(getattr(model, "anystar_ray_scale", 1.0))
     cand_points = np.concatenate(points).reshape(-1, 3).astype(np.int64, copy=False)
     idx = resizer.filter_points(x.ndim, cand_points, axes_net)
     crop = tuple(slice(0, math.ceil(s / g)) for s, g in zip(img.shape, grid, strict=False))

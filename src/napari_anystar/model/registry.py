@@ -9,7 +9,9 @@ Three sources, listed in this order:
   :func:`napari_anystar._paths.user_config_dir` (folders that disappeared are skipped).
 
 A model folder is StarDist's own format: ``config.json`` (3D, one input channel),
-``weights_best.h5`` (or ``weights_last.h5``) and optionally ``thresholds.json``.
+``weights_best.h5`` (or ``weights_last.h5``) and optionally ``thresholds.json``; ours may add
+``anystar.json`` with a ``ray_scale``, a factor on the predicted ray lengths chosen like the
+thresholds on held-out synthetic data (the network's outlines run systematically tight).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "as-mix-lite"
+SETTINGS_FILE = "anystar.json"
+RAY_SCALE_RANGE = (0.5, 2.0)
 DEFAULT_THRESHOLDS = (0.5, 0.4)  # StarDist's own defaults when a model has no thresholds.json
 WEIGHT_NAMES = ("weights_best.h5", "weights_last.h5")
 NO_MODELS_MESSAGE = (
@@ -119,6 +123,22 @@ def validate_model_folder(path: str | Path) -> None:
     if "n_rays" not in config and "rays_json" not in config:
         raise InvalidModelError(f"{config_path} is not a StarDist3D configuration (no rays)")
     weights_file(folder)
+    ray_scale(folder)
+
+
+def ray_scale(path: str | Path) -> float:
+    """The factor on predicted ray lengths from ``anystar.json`` (1 without the file)."""
+    settings = Path(path) / SETTINGS_FILE
+    if not settings.is_file():
+        return 1.0
+    try:
+        value = float(json.loads(settings.read_text(encoding="utf-8"))["ray_scale"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise InvalidModelError(f"{settings} needs a number 'ray_scale'") from None
+    if not RAY_SCALE_RANGE[0] <= value <= RAY_SCALE_RANGE[1]:
+        raise InvalidModelError(f"{settings}: ray_scale {value:g} is outside "
+                                f"{RAY_SCALE_RANGE[0]:g}..{RAY_SCALE_RANGE[1]:g}")
+    return value
 
 
 def _is_valid(path: Path) -> bool:
@@ -257,7 +277,7 @@ def model_thresholds(entry: ModelEntry) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- loading
 _lock = threading.RLock()
-_models: OrderedDict[tuple[Path, Path, int, int], Any] = OrderedDict()
+_models: OrderedDict[tuple, Any] = OrderedDict()
 _fingerprints: dict[tuple[Path, int, int], str] = {}
 
 
@@ -269,21 +289,22 @@ def clear_caches() -> None:
 
 
 def load_model(entry: ModelEntry) -> StarDist3D:
-    """The StarDist3D of ``entry`` with its weights and thresholds.
+    """The StarDist3D of ``entry`` with its weights, thresholds and ``anystar_ray_scale``.
 
-    Cached (the last two) per folder and modification times of the weights and thresholds.
+    Cached per folder and modification times of the weights, thresholds and settings.
     """
     folder = Path(entry.path).expanduser().resolve()
     validate_model_folder(folder)
     weights = weights_file(folder)
-    thresholds = folder / "thresholds.json"
-    thresholds_mtime = thresholds.stat().st_mtime_ns if thresholds.is_file() else 0
-    key = (folder, weights, weights.stat().st_mtime_ns, thresholds_mtime)
+    mtimes = tuple((folder / name).stat().st_mtime_ns if (folder / name).is_file() else 0
+                   for name in ("thresholds.json", SETTINGS_FILE))
+    key = (folder, weights, weights.stat().st_mtime_ns, *mtimes)
     with _lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
         model = _load(folder, weights)
+        model.anystar_ray_scale = ray_scale(folder)
         _models[key] = model
         while len(_models) > _MODEL_CACHE_SIZE:
             _models.popitem(last=False)

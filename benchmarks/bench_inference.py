@@ -28,15 +28,11 @@ import numpy as np
 
 
 def run_once(model, image, prob, nms) -> tuple[float, np.ndarray]:
+    from napari_anystar._generators import result_of
     from napari_anystar.model.segment import segment_volume
 
     start = time.perf_counter()
-    gen = segment_volume(model, image, None, prob, nms)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as done:
-        labels = done.value
+    labels = result_of(segment_volume(model, image, None, prob, nms))
     return time.perf_counter() - start, labels
 
 

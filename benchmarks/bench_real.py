@@ -35,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from napari_anystar._generators import result_of
+
 SCALE_FACTORS = (0.5, 0.625, 0.75, 1.0)
 SPOT_SIGMAS = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
 OUTLINE_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
@@ -59,20 +61,12 @@ def read_pairs(data: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def _drive(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as done:
-        return done.value
-
-
 def network_outputs(model, images, scale):
     """Network outputs of all volumes at ``scale`` (auto tiles) and the seconds it took."""
     from napari_anystar.model.predict import PredictSettings, predict_network
 
     start = time.perf_counter()
-    outputs = [_drive(predict_network(model, image, PredictSettings(scale=scale)))
+    outputs = [result_of(predict_network(model, image, PredictSettings(scale=scale)))
                for image in images]
     return outputs, time.perf_counter() - start
 
@@ -100,7 +94,7 @@ def auto_scale_result(model, prob, nms, pairs, start_scale):
     scales, solvers = {}, []
     for name, image, _ in pairs:
         try:
-            scale = _drive(estimate_scale(model, image, start, prob, nms)).scale
+            scale = result_of(estimate_scale(model, image, start, prob, nms)).scale
         except ValueError:
             scale = start_scale
         scales[name] = list(scale)
@@ -130,7 +124,7 @@ def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
             untuned[scale] = untuned_result(prob, nms, pairs, solvers, scale)
         if not tune:
             continue
-        choice = _drive(tune_thresholds_on_outputs(
+        choice = result_of(tune_thresholds_on_outputs(
             [s.labels for s in solvers], truth, min_prob=min(out.min_prob for out in outputs)))
         summary = {"scale": list(scale), "network_s": round(seconds, 2),
                    "prob": round(choice.prob, 4), "nms": choice.nms,

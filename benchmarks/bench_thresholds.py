@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sweep positions checked against StarDist's own NMS (default 4)")
     args = ap.parse_args(argv)
 
+    from napari_anystar._generators import result_of
     from napari_anystar._tf import stardist_models
 
     StarDist3D = stardist_models().StarDist3D
@@ -96,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
 
     def network():
-        gen = predict_network(model, image, settings)
-        try:
-            while True:
-                next(gen)
-        except StopIteration as stop:
-            return stop.value
+        return result_of(predict_network(model, image, settings))
 
     network()                                   # warm-up: TensorFlow traces the tile shape
 

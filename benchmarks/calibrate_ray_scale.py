@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=9100, help="first sample seed")
     args = ap.parse_args(argv)
 
+    from napari_anystar._generators import result_of
     from napari_anystar.analysis import pooled_scores
     from napari_anystar.model import registry
     from napari_anystar.model.instances import InstanceSolver
@@ -48,14 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     current = registry.ray_scale(entry.path)
     samples = [generate(args.generator, args.seed + i, SynthSettings(augment=False))
                for i in range(args.n)]
-    outputs = []
-    for sample in samples:
-        gen = predict_network(model, sample.image)
-        try:
-            while True:
-                next(gen)
-        except StopIteration as done:
-            outputs.append(done.value)
+    outputs = [result_of(predict_network(model, sample.image)) for sample in samples]
     truth = [s.labels.astype(np.int32) for s in samples]
     scores = {}
     for factor in FACTORS:

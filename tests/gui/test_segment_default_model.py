@@ -17,15 +17,29 @@ TIMEOUT = 120_000  # ms; the first TensorFlow run on a loaded 2-core CI machine
 MIN_F1 = 0.6
 
 
-def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer, qtbot,
-                                                            monkeypatch):
-    errors: list[str] = []
-    monkeypatch.setattr(segment_module, "show_error", errors.append)
-    sample = generate("as-mix", 9004, SynthSettings(augment=False))
+@pytest.fixture
+def errors(monkeypatch):
+    shown: list[str] = []
+    monkeypatch.setattr(segment_module, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def sample():
+    return generate("as-mix", 9004, SynthSettings(augment=False))
+
+
+def _docked_widget(make_napari_viewer, image, name):
     viewer = make_napari_viewer()
-    viewer.add_image(sample.image, name="nuclei")
+    viewer.add_image(image, name=name)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
+    return widget
+
+
+def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer, qtbot, errors,
+                                                            sample):
+    widget = _docked_widget(make_napari_viewer, sample.image, "nuclei")
 
     entry = widget.selected_model()
     assert (entry.name, entry.source) == (registry.DEFAULT_MODEL_NAME, "bundled")
@@ -42,18 +56,13 @@ def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer,
     assert scores.f1[0] >= MIN_F1
 
 
-def test_suggest_scale_sets_the_spins_and_the_run_uses_them(make_napari_viewer, qtbot,
-                                                            monkeypatch):
+def test_suggest_scale_sets_the_spins_and_the_run_uses_them(make_napari_viewer, qtbot, errors,
+                                                            sample):
     """Objects blown up 1.6x: Suggest shrinks the scale, Run then segments at that scale."""
     from scipy import ndimage as ndi
 
-    errors: list[str] = []
-    monkeypatch.setattr(segment_module, "show_error", errors.append)
-    sample = generate("as-mix", 9004, SynthSettings(augment=False))
-    viewer = make_napari_viewer()
-    viewer.add_image(ndi.zoom(sample.image, 1.6, order=1), name="big nuclei")
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment")
+    widget = _docked_widget(make_napari_viewer, ndi.zoom(sample.image, 1.6, order=1),
+                            "big nuclei")
     assert [spin.value() for spin in widget.scale_spins] == [1.0, 1.0, 1.0]
 
     with qtbot.waitSignal(widget.scale_suggested, timeout=TIMEOUT) as blocker:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from napari_anystar._generators import result_of
+
 from .instances import InstanceSolver
 from .predict import PredictSettings, predict_network
 
@@ -94,7 +96,7 @@ def estimate_scale(
     for done in range(rounds):
         yield done, rounds
         crop = centre_crop(np.asarray(image), scale)
-        output = _run(predict_network(
+        output = result_of(predict_network(
             model, crop, replace(settings, scale=None if scale == (1.0,) * 3 else scale,
                                  n_tiles=None)))
         extents = object_extents(InstanceSolver(output, model), prob_thresh, nms_thresh)
@@ -108,15 +110,6 @@ def estimate_scale(
         estimate = SizeEstimate(scale, tuple(round(float(s), 2) for s in size), len(extents))
     yield rounds, rounds
     return estimate
-
-
-def _run(gen):
-    """Run a progress generator to its return value."""
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _fmt(scale: tuple[float, ...]) -> str:

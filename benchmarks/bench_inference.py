@@ -1,13 +1,15 @@
 """Inference time of the default model on a 128^3 volume (the Segment widget's full path).
 
-Times ``segment_volume`` (percentile normalisation, tiled network, NMS, label rendering)
-with the model's own thresholds on an AS-Mix volume synthesised at 128^3 (no rescaling,
-automatic tiles), as a user would run it after loading the model:
+Times ``segment_volume`` (the model's own normalisation, tiled network, NMS, label
+rendering) with the model's own thresholds on an AS-Mix volume synthesised at 128^3 (no
+rescaling, automatic tiles), as a user would run it after loading the model:
 
 * ``load_s``: building the network and loading its weights;
 * ``first_s``: the first run in the process (includes TensorFlow's graph set-up);
 * ``median_s`` over ``--repeats`` further runs, and ``runs_s`` each of them;
-* ``n_objects``: objects in the labels (sanity: the volume has nuclei to find).
+* ``n_objects``: objects in the labels (sanity: the volume has nuclei to find);
+* ``auto_scale_s``: what the default *auto* scale adds before a Run (two Suggest rounds,
+  ``model.object_size.auto_scale``), and the ``auto_scale`` it picks.
 
 Usage: python benchmarks/bench_inference.py [--model NAME_OR_DIR] [--repeats 5]
 Prints one JSON object on the last line.
@@ -62,12 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     prob, nms = model_thresholds(entry)
     first_s, labels = run_once(model, image, prob, nms)
     runs = [run_once(model, image, prob, nms)[0] for _ in range(args.repeats)]
+    from napari_anystar._generators import result_of
+    from napari_anystar.model.object_size import auto_scale
+
+    start = time.perf_counter()
+    chosen = result_of(auto_scale(model, image, None, prob, nms)).scale
+    auto_s = time.perf_counter() - start
     print(json.dumps({
         "model": entry.name, "shape": list(image.shape),
         "n_tiles": list(auto_n_tiles(image.shape)), "threads": os.cpu_count(),
         "load_s": round(load_s, 3), "first_s": round(first_s, 3),
         "median_s": round(statistics.median(runs), 3), "runs_s": [round(r, 3) for r in runs],
         "n_objects": int(len(np.unique(labels)) - 1),
+        "auto_scale_s": round(auto_s, 3), "auto_scale": list(chosen),
     }))
     return 0
 

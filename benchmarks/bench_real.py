@@ -4,13 +4,13 @@ Reads ``*_image.tif`` / ``*_labels.tif`` pairs from ``--data`` and scores, with 
 paper's protocol (``stardist.matching`` at IoU 0.1 ... 0.9, true/false positives pooled over
 the folder, then averaged over the IoU thresholds: ``mean_accuracy`` etc.):
 
-* ``default``: the model as a new user meets it: its shipped ``thresholds.json`` and the
-  Segment widget's default scale for a layer with this voxel size (voxel size / X voxel size:
-  isotropic voxels); ``default_raw_voxels``: the same at scale 1 (a TIFF opened without
-  voxel size);
-* ``default_suggested_scale``: the shipped thresholds at the scale the widget's *Suggest*
-  button (``model.object_size.estimate_scale``, no labels used) picks per volume, starting
-  from the default scale;
+* ``default``: the model as a new user meets it in the Segment widget and ``anystar
+  segment``: its shipped ``thresholds.json``, its own normalisation and the default scale
+  policy per volume (``model.object_size.auto_scale``: *Suggest* from raw voxels, no labels
+  used; the fallback scale where it finds too few objects, listed in ``fallback_volumes``);
+* ``default_raw_voxels``: the same at scale 1 (a TIFF opened without voxel size);
+  ``voxel_size_scale``: at the scale from the voxel size (voxel size / X voxel size:
+  isotropic voxels; the widget's earlier default);
 * ``tuned``: probability/NMS thresholds and the scale chosen on this folder (scales
   ``factor * (z_ratio, 1, 1)`` over ``--scale-factors`` x ``--z-ratios``; an upper bound for
   what slider and scale tuning can reach), ``tuned_per_scale`` the best thresholds per scale;
@@ -71,7 +71,7 @@ def network_outputs(model, images, scale):
     return outputs, time.perf_counter() - start
 
 
-def untuned_result(prob, nms, pairs, solvers, scale):
+def untuned_result(prob, nms, pairs, solvers):
     """Scores at the model's own thresholds, with an F1 at IoU 0.5 per volume."""
     from napari_anystar.analysis import pooled_scores
 
@@ -79,30 +79,26 @@ def untuned_result(prob, nms, pairs, solvers, scale):
     predicted = [s.labels(prob, nms) for s in solvers]
     per_volume = {name: round(pooled_scores([t], [p], (0.5,)).f1[0], 3)
                   for (name, _, _), t, p in zip(pairs, truth, predicted, strict=True)}
-    return {"prob": prob, "nms": nms, "scale": list(scale),
-            **pooled_scores(truth, predicted).to_dict(), "per_volume_f1_at_iou_0.5": per_volume}
+    return {"prob": prob, "nms": nms, **pooled_scores(truth, predicted).to_dict(),
+            "per_volume_f1_at_iou_0.5": per_volume}
 
 
-def auto_scale_result(model, prob, nms, pairs, start_scale):
-    """Shipped thresholds at the scale ``estimate_scale`` suggests per volume (the widget's
-    *Suggest* from its default scale, then *Run*); volumes it cannot measure keep the start."""
+def auto_scale_result(model, prob, nms, pairs):
+    """Shipped thresholds at the default scale policy's scale per volume (``auto_scale``)."""
     from napari_anystar.model.instances import InstanceSolver
-    from napari_anystar.model.object_size import estimate_scale
-    from napari_anystar.model.predict import PredictSettings
+    from napari_anystar.model.object_size import auto_scale
 
-    start = PredictSettings(scale=start_scale)
-    scales, solvers = {}, []
+    scales, fallbacks, solvers = {}, [], []
     for name, image, _ in pairs:
-        try:
-            scale = result_of(estimate_scale(model, image, start, prob, nms)).scale
-        except ValueError:
-            scale = start_scale
-        scales[name] = list(scale)
-        (output,), _ = network_outputs(model, [image], scale)
+        choice = result_of(auto_scale(model, image, None, prob, nms))
+        scales[name] = list(choice.scale)
+        if choice.fell_back:
+            fallbacks.append(name)
+        (output,), _ = network_outputs(model, [image], choice.scale)
         solvers.append(InstanceSolver(output, model))
-    result = untuned_result(prob, nms, pairs, solvers, start_scale)
-    result.pop("scale")
-    return {**result, "start_scale": list(start_scale), "scale_per_volume": scales}
+    return {**untuned_result(prob, nms, pairs, solvers), "scale_per_volume": scales,
+            "median_scale": [float(v) for v in np.median(list(scales.values()), axis=0)],
+            "fallback_volumes": fallbacks}
 
 
 def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
@@ -121,7 +117,7 @@ def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
         outputs, seconds = network_outputs(model, images, scale)
         solvers = [InstanceSolver(out, model) for out in outputs]
         if scale in untuned_scales:
-            untuned[scale] = untuned_result(prob, nms, pairs, solvers, scale)
+            untuned[scale] = {**untuned_result(prob, nms, pairs, solvers), "scale": list(scale)}
         if not tune:
             continue
         choice = result_of(tune_thresholds_on_outputs(
@@ -218,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data), "n_volumes": len(pairs),
         "n_objects": int(sum(len(np.unique(lbl)) - 1 for _, _, lbl in pairs)),
         "voxel_size": list(args.voxel_size), "model": entry.name, "model_path": str(entry.path),
-        "default": untuned[from_voxel_size], "default_raw_voxels": untuned[raw_voxels],
-        "default_suggested_scale": auto_scale_result(model, prob, nms, pairs, from_voxel_size),
+        "normalization": model.anystar_normalization.describe(),
+        "default": auto_scale_result(model, prob, nms, pairs),
+        "default_raw_voxels": untuned[raw_voxels], "voxel_size_scale": untuned[from_voxel_size],
         "tuned": tuned, "tuned_per_scale": per_scale,
         "model_eval_s": round(time.perf_counter() - start, 1),
     }

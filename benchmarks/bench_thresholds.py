@@ -82,17 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     StarDist3D = stardist_models().StarDist3D
 
     from napari_anystar.model.instances import WARM_MAX_CANDIDATES, InstanceSolver
-    from napari_anystar.model.predict import (
-        PredictSettings,
-        auto_n_tiles,
-        make_normalizer,
-        predict_network,
-    )
+    from napari_anystar.model.model_settings import model_normalization
+    from napari_anystar.model.predict import PredictSettings, auto_n_tiles, predict_network
 
     image, n_nuclei = build_volume(args.data)
     model = StarDist3D(None, name=args.model.name, basedir=str(args.model.parent))
     p0, n0 = float(model.thresholds.prob), float(model.thresholds.nms)
-    settings = PredictSettings()
+    settings = PredictSettings(norm=model_normalization(args.model))  # the model's own
     print(f"volume {image.shape}, {n_nuclei} nuclei, thresholds prob={p0:.3f} nms={n0:.2f}",
           file=sys.stderr)
 
@@ -104,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     ref, _ = model.predict_instances(image, prob_thresh=p0, nms_thresh=n0,
                                      n_tiles=auto_n_tiles(image.shape),
-                                     normalizer=make_normalizer(settings.norm),
+                                     normalizer=settings.norm.csbdeep(),
                                      show_tile_progress=False)
     t_plain = time.perf_counter() - t
 

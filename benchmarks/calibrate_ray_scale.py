@@ -1,10 +1,12 @@
 """Choose a model's ``ray_scale`` (``anystar.json``) on held-out synthetic volumes.
 
 The network's predicted ray lengths run systematically short (tight outlines, also on clean
-synthetic data). This script runs the model once on ``--n`` clean (no A(.)) samples of
-``--generator`` from ``--seed`` on, then scores the model's own thresholds with the ray
-lengths multiplied by each factor (pooled mean accuracy over IoU 0.1 ... 0.9, the paper's
-protocol) and reports the best factor. No real image is used.
+synthetic data). This script runs the model (with its own normalisation) once on ``--n``
+held-out samples of ``--generator`` from ``--seed`` on, made like the threshold-tuning
+volumes (``train.thresholds``: A(.)'s intensity steps only, whole objects, 96^3), then
+scores the model's own thresholds with the ray lengths multiplied by each factor (pooled
+mean accuracy over IoU 0.1 ... 0.9, the paper's protocol) and reports the best factor.
+No real image is used.
 
 Usage: python benchmarks/calibrate_ray_scale.py [--model as-mix-lite] [--generator as-mix]
        [--n 16] [--seed 9100]
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.predict import predict_network
     from napari_anystar.synth import SynthSettings, generate
+    from napari_anystar.train.thresholds import TUNING_SIZE
 
     entry = registry.resolve_model(args.model) if args.model else registry.default_model()
     if entry is None:
@@ -47,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     model = registry.load_model(entry)
     prob, nms = registry.model_thresholds(entry)
     current = registry.ray_scale(entry.path)
-    samples = [generate(args.generator, args.seed + i, SynthSettings(augment=False))
-               for i in range(args.n)]
+    settings = SynthSettings(size=TUNING_SIZE, augment_spatial=False)
+    samples = [generate(args.generator, args.seed + i, settings) for i in range(args.n)]
     outputs = [result_of(predict_network(model, sample.image)) for sample in samples]
     truth = [s.labels.astype(np.int32) for s in samples]
     scores = {}
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ray_scale": factor, "mean_accuracy": round(scores[factor], 4)}),
               file=sys.stderr, flush=True)
     best = max(scores, key=scores.get)
-    print(json.dumps({"model": entry.name, "generator": args.generator, "n": args.n,
+    print(json.dumps({"model": entry.name, "normalization": model.anystar_normalization.describe(),
+                      "generator": args.generator, "n": args.n, "size": TUNING_SIZE,
                       "seeds": [args.seed, args.seed + args.n - 1], "prob": prob, "nms": nms,
                       "current_ray_scale": current, "best_ray_scale": best,
                       "mean_accuracy": {str(k): round(v, 4) for k, v in scores.items()}}))

@@ -7,6 +7,7 @@ import pytest
 
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.predict import NetworkOutput, PredictSettings
+from napari_anystar.normalization import Normalization
 
 
 def _output(n=10, n_rays=8):
@@ -35,10 +36,11 @@ def test_key_depends_on_what_changes_the_network_output():
         make_key("d2", "m", PredictSettings()),
         make_key("d", "m2", PredictSettings()),
         make_key("d", "m", PredictSettings(scale=(1.0, 0.5, 0.5))),
-        make_key("d", "m", PredictSettings(norm=(2.0, 99.8))),
+        make_key("d", "m", PredictSettings(norm=Normalization(2.0, 99.8, clip=False))),
+        make_key("d", "m", PredictSettings(norm=Normalization(2.0, 99.8, clip=True))),
         make_key("d", "m", PredictSettings(n_tiles=(1, 2, 2))),
     ]
-    assert len({base, *variants}) == 6
+    assert len({base, *variants}) == 7
 
 
 def test_hits_misses_and_lru_eviction():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
 from napari_anystar import cli
 from napari_anystar._paths import user_models_dir
-from napari_anystar.model import registry
+from napari_anystar.model import model_settings, registry
 
 
 def test_empty_list_explains_how_to_get_a_model(capsys):
@@ -25,10 +26,24 @@ def test_add_then_list(tiny_model_dir, tmp_path, capsys):
 
     assert cli.main(["models"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split() == ["NAME", "SOURCE", "PROB", "NMS", "PATH"]
-    assert lines[1].split() == ["*", "trained", "user", "0.5", "0.4",
+    assert lines[0].split() == ["NAME", "SOURCE", "PROB", "NMS", "NORMALISATION", "PATH", "NOTE"]
+    assert lines[1].split() == ["*", "trained", "user", "0.5", "0.4", "percentiles", "1-99.8",
                                 str((user_models_dir() / "trained").resolve())]  # fmt: skip
-    assert lines[2].split() == ["picked", "folder", "0.61", "0.27", str(picked.resolve())]
+    assert lines[2].split() == ["picked", "folder", "0.61", "0.27", "percentiles", "1-99.8",
+                                str(picked.resolve())]  # fmt: skip
+
+
+def test_the_papers_model_is_listed_as_such(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    paper = shutil.copytree(tiny_model_dir, tmp_path / "anystar-mix")
+    for name, attr in (("config.json", "PAPER_CONFIG_SHA256"),
+                       ("weights_best.h5", "PAPER_WEIGHTS_SHA256")):
+        digest = hashlib.sha256((paper / name).read_bytes()).hexdigest()
+        monkeypatch.setattr(model_settings, attr, digest)
+    registry.remember_model_folder(paper)
+    assert cli.main(["models"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[1]
+    assert row.split()[:6] == ["*", "anystar-mix", "folder", "0.5", "0.4", "percentiles"]
+    assert row.endswith(f"0-99.9, clipped  {paper.resolve()}  AnyStar-mix (paper weights)")
 
 
 def test_user_errors_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys):

@@ -12,6 +12,7 @@ import tifffile
 
 from napari_anystar import cli
 from napari_anystar.model import registry
+from napari_anystar.normalization import LEGACY, Normalization
 
 AFFINE = np.array(
     [[0.0, -2.0, 0.0, 10.0], [1.5, 0.0, 0.0, -3.0], [0.0, 0.0, 3.0, 5.0], [0.0, 0.0, 0.0, 1.0]]
@@ -25,11 +26,9 @@ def model_dir(tiny_model_dir, tmp_path_factory):
     (Its random weights give probabilities near 0.5 everywhere; a low threshold would make
     thousands of candidates and a slow NMS.)
     """
-    from napari_anystar.model.predict import normalize
-
     folder = shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("cli") / "tiny-thresh")
     model = registry.load_model(registry.ModelEntry("tiny-thresh", folder, "folder"))
-    prob, _ = model.predict(normalize(blobs()))
+    prob, _ = model.predict(LEGACY.apply(blobs()))  # the model's own normalisation
     thresholds = {"prob": round(float(np.quantile(prob, 0.995)), 4), "nms": 0.35}
     (folder / "thresholds.json").write_text(json.dumps(thresholds))
     return folder
@@ -82,7 +81,7 @@ def test_tif_end_to_end_with_model_thresholds(model_dir, calls, tmp_path, capsys
     tifffile.imwrite(tmp_path / "cells.tif", image, photometric="minisblack")
     out = tmp_path / "cells_seg.tif"
     code, stdout, _ = run_cli(capsys, str(tmp_path / "cells.tif"), "--out", str(out),
-                              "--model", str(model_dir))  # fmt: skip
+                              "--model", str(model_dir), "--scale", "1")  # fmt: skip
     assert code == 0
     assert (calls[0]["prob"], calls[0]["nms"]) == thresholds(model_dir)  # model's defaults
     labels = tifffile.imread(out)
@@ -113,7 +112,7 @@ def test_nifti_end_to_end_keeps_shape_and_affine(model_dir, calls, tmp_path, cap
     settings = call["settings"]
     assert settings.scale == (1.0, 1.0, 1.0)
     assert settings.n_tiles == (1, 2, 2)
-    assert settings.norm == (2.0, 99.5)
+    assert settings.norm == Normalization(2.0, 99.5, clip=False)  # the model's own clip
     written = nib.load(out)
     assert written.shape == data.shape
     np.testing.assert_allclose(written.affine, nib.load(tmp_path / "scan.nii.gz").affine)
@@ -126,7 +125,7 @@ def test_several_inputs_go_to_a_folder_with_the_default_model(model_dir, calls, 
     nib.save(nib.Nifti1Image(blobs((16, 24, 24), seed=2), AFFINE), tmp_path / "b.nii")
     out = tmp_path / "results"
     code, _, _ = run_cli(capsys, str(tmp_path / "a.tif"), str(tmp_path / "b.nii"), "--out",
-                         str(out))  # fmt: skip
+                         str(out), "--scale", "1")  # fmt: skip
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.nii"]
     assert tifffile.imread(out / "a_labels.tif").shape == (24, 32, 40)
@@ -138,11 +137,57 @@ def test_overwrite_replaces_an_existing_output(model_dir, calls, tmp_path, capsy
     tifffile.imwrite(tmp_path / "a.tif", blobs(), photometric="minisblack")
     out = tmp_path / "out.tif"
     out.write_bytes(b"old")
-    args = [str(tmp_path / "a.tif"), "--out", str(out), "--model", str(model_dir)]
+    args = [str(tmp_path / "a.tif"), "--out", str(out), "--model", str(model_dir), "--scale", "1"]
     assert run_cli(capsys, *args)[0] == 2
     assert out.read_bytes() == b"old"
     assert run_cli(capsys, *args, "--overwrite")[0] == 0
     assert tifffile.imread(out).shape == (24, 32, 40)
+
+
+def test_the_default_normalisation_is_the_models_own(model_dir, calls, tmp_path, capsys):
+    folder = shutil.copytree(model_dir, tmp_path / "trained")
+    recorded = Normalization(0.5, 99.9, clip=True)
+    (folder / "anystar.json").write_text(json.dumps({"normalization": recorded.to_json()}))
+    image = _tif(tmp_path, "a.tif", blobs())
+    args = [str(image), "--model", str(folder), "--scale", "1", "--overwrite"]
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "a_seg.tif"))
+    assert code == 0 and calls[-1]["settings"].norm == recorded
+    assert f"model: trained ({folder}); normalisation percentiles 0.5-99.9, clipped" in err
+    assert run_cli(capsys, *args, "--out", str(tmp_path / "b.tif"), "--norm", "2", "99")[0] == 0
+    assert calls[-1]["settings"].norm == Normalization(2.0, 99.0, clip=True)  # clip: recorded
+    assert run_cli(capsys, *args, "--out", str(tmp_path / "c.tif"), "--no-norm-clip")[0] == 0
+    assert calls[-1]["settings"].norm == Normalization(0.5, 99.9, clip=False)
+
+
+def test_help_states_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: auto)" in text and "keeps 1 1 1, with a warning" in text
+    assert "(default: the model's recorded normalisation" in text
+
+
+@pytest.mark.bundled_model
+def test_auto_scale_batch_carries_on_past_a_volume_without_objects(calls, tmp_path, capsys):
+    """The default scale: Suggest from raw voxels per volume; too few objects -> 1 1 1."""
+    from napari_anystar.synth import SynthSettings, generate
+
+    nuclei = generate("as-brightfg-plainbg", 9004, SynthSettings(augment=False)).image
+    noise = np.random.default_rng(0).normal(100, 5, (24, 32, 40)).astype(np.float32)
+    inputs = [_tif(tmp_path, "nuclei.tif", nuclei), _tif(tmp_path, "empty.tif", noise)]
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, *map(str, inputs), "--out", str(out))
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["empty_labels.tif", "nuclei_labels.tif"]
+    assert stdout.count("objects") == 2
+    measured = [line for line in err if line.startswith("nuclei.tif: objects ~")]
+    assert len(measured) == 1 and "warning" not in measured[0]
+    assert ("empty.tif: warning: found 0 object(s), too few to measure their size: using "
+            "the fallback scale (1, 1, 1).") in err
+    scale = calls[0]["settings"].scale
+    assert f"scale ({', '.join(f'{s:g}' for s in scale)})" in measured[0]
+    assert scale != (1.0, 1.0, 1.0) and calls[1]["settings"].scale == (1.0, 1.0, 1.0)
+    assert tifffile.imread(out / "nuclei_labels.tif").max() > 0
 
 
 # ---------------------------------------------------------------------- user errors

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import drain, make_tiny_stardist3d
 from napari_anystar.model.instances import InstanceSolver
-from napari_anystar.model.predict import PredictSettings, make_normalizer, predict_network
+from napari_anystar.model.predict import PredictSettings, predict_network
+from napari_anystar.normalization import LEGACY, Normalization
 
 
 def _volume(shape, seed=0):
@@ -32,7 +33,7 @@ def nms_model(tmp_path_factory):
 
     folder = make_tiny_stardist3d(tmp_path_factory.mktemp("nms"), "nms", grid=(1, 2, 2))
     model = StarDist3D(None, name="nms", basedir=str(folder.parent))
-    x = make_normalizer((1.0, 99.8)).before(_volume((20, 32, 32))[..., None], "ZYXC")[..., 0]
+    x = LEGACY.apply(_volume((20, 32, 32)))
     prob, dist = model.predict(x)
     prob = np.clip(prob, 1e-6, 1 - 1e-6)
     layer_p, layer_d = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
@@ -52,7 +53,7 @@ def _network(model, image, settings):
 def _reference(model, image, settings, p, n, n_tiles=None):
     labels, _ = model.predict_instances(
         image, prob_thresh=p, nms_thresh=n, n_tiles=n_tiles,
-        scale=settings.scale, normalizer=make_normalizer(settings.norm),
+        scale=settings.scale, normalizer=settings.for_model(model).norm.csbdeep(),
         show_tile_progress=False)
     return labels
 
@@ -91,7 +92,7 @@ def test_labels_identical_when_tiled(nms_model):
 
 def test_labels_identical_with_scale(nms_model):
     image = _volume((16, 36, 36), seed=2)
-    settings = PredictSettings(scale=(1.2, 0.8, 0.8), norm=(2.0, 99.5))
+    settings = PredictSettings(scale=(1.2, 0.8, 0.8), norm=Normalization(2.0, 99.5, clip=True))
     out = _network(nms_model, image, settings)
     solver = InstanceSolver(out, nms_model)
     labels = _assert_identical(solver, nms_model, image, settings, [(0.45, 0.3), (0.5, 0.5)])

@@ -7,10 +7,13 @@ import pytest
 from scipy import ndimage as ndi
 
 from conftest import drain
-from napari_anystar.model import registry
+from napari_anystar.model import object_size, registry
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import (
+    FALLBACK_SCALE,
     TRAINING_DIAMETER,
+    TooFewObjectsError,
+    auto_scale,
     centre_crop,
     estimate_scale,
     object_extents,
@@ -84,5 +87,70 @@ def test_suggested_scale_follows_the_object_size():
 def test_too_few_objects_is_a_clear_error(tiny_model_dir):
     model = registry.load_model(registry.resolve_model(tiny_model_dir))
     image = np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32)
-    with pytest.raises(ValueError, match="too few to estimate"):
+    with pytest.raises(TooFewObjectsError, match="too few to estimate") as err:
         drain(estimate_scale(model, image, PredictSettings(), 0.99, 0.3))
+    assert err.value.n_objects == 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    """The tiny model and a probability threshold that keeps its 0.5% likeliest voxels."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    prob, _ = model.predict(model.anystar_normalization.apply(_noise()))
+    return model, float(np.quantile(prob, 0.995))
+
+
+def _noise() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32)
+
+
+def test_auto_scale_is_suggest_from_raw_voxels(tiny):
+    model, prob = tiny
+    start_elsewhere = PredictSettings(scale=(2.0, 2.0, 2.0))  # auto ignores the given scale
+    steps, choice = drain(auto_scale(model, _noise(), start_elsewhere, prob, 0.3))
+    expected = drain(estimate_scale(model, _noise(), PredictSettings(), prob, 0.3))[1]
+    assert steps == [(0, 2), (1, 2), (2, 2)]
+    assert choice.estimate == expected and not choice.fell_back
+    scale, note = choice  # unpacks as (scale, note)
+    assert scale == expected.scale
+    assert note.startswith("objects ~") and f"{expected.n_objects} found" in note
+
+
+def test_auto_scale_falls_back_instead_of_failing(tiny, monkeypatch):
+    model, prob = tiny
+    choice = drain(auto_scale(model, _noise(), None, 0.99, 0.3))[1]
+    assert choice.scale == FALLBACK_SCALE == (1.0, 1.0, 1.0) and choice.fell_back
+    assert choice.note == ("found 0 object(s), too few to measure their size: using the "
+                           "fallback scale (1, 1, 1).")
+    monkeypatch.setattr(object_size, "SCALE_LIMITS", (0.1, 0.1))  # would shrink to 3 voxels
+    choice = drain(auto_scale(model, _noise(), None, prob, 0.3))[1]
+    assert choice.scale == FALLBACK_SCALE and choice.fell_back
+    assert choice.note.startswith("no usable scale (The volume is too small")
+    with pytest.raises(ValueError, match="constant"):  # an unusable volume is still an error
+        drain(auto_scale(model, np.ones((32, 32, 32)), None, prob, 0.3))
+
+
+def test_suggest_targets_the_models_recorded_training_size(tmp_path):
+    import json
+    import types
+
+    from napari_anystar.model import model_settings
+    from napari_anystar.model.object_size import TRAINING_DIAMETER, training_diameter
+    from napari_anystar.train.object_diameter import (
+        equivalent_diameters,
+        volume_weighted_median,
+    )
+
+    assert training_diameter(types.SimpleNamespace()) == TRAINING_DIAMETER
+    assert training_diameter(types.SimpleNamespace(anystar_object_diameter=13.5)) == 13.5
+    (tmp_path / "anystar.json").write_text(json.dumps({"object_diameter": 13.5}))
+    assert model_settings.object_diameter(tmp_path) == 13.5
+    (tmp_path / "anystar.json").write_text(json.dumps({"object_diameter": "big"}))
+    with pytest.raises(model_settings.InvalidModelError, match="object_diameter"):
+        model_settings.check_settings(tmp_path)
+    labels = np.zeros((20, 20, 20), np.int32)
+    labels[:10, :10, :10] = 1  # 1000 voxels: 12.4 across
+    labels[15:17, 15:17, 15:17] = 2  # 8 voxels
+    diameters = equivalent_diameters(labels)
+    assert np.allclose(sorted(diameters), [(6 * 8 / np.pi) ** (1 / 3), (6000 / np.pi) ** (1 / 3)])
+    assert volume_weighted_median(diameters) == pytest.approx(12.407, abs=1e-3)

@@ -12,11 +12,10 @@ from napari_anystar.model.predict import (
     PredictSettings,
     auto_n_tiles,
     check_volume,
-    make_normalizer,
-    normalize,
     predict_network,
 )
 from napari_anystar.model.segment import segment_volume
+from napari_anystar.normalization import ANYSTAR, LEGACY, Normalization
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,8 @@ def _volume(shape, seed=0):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(norm=(50.0, 10.0)), dict(norm=(-1.0, 99.0)), dict(norm=(1.0, 101.0)),
+    dict(norm=Normalization(50.0, 10.0, False)), dict(norm=Normalization(-1.0, 99.0, True)),
+    dict(norm=Normalization(1.0, 101.0, False)), dict(norm=(1.0, 99.8)),
     dict(scale=(1.0, 0.0, 1.0)), dict(scale=(1.0, 1.0)), dict(n_tiles=(1, 0, 1)),
     dict(n_tiles=(1, 1.5, 1)), dict(device="tpu"),
 ])
@@ -47,7 +47,19 @@ def test_settings_validate_rejects(kwargs):
 def test_settings_defaults():
     s = PredictSettings()
     s.validate()
-    assert s.norm == (1.0, 99.8) and s.scale is None and s.n_tiles is None and s.device == "auto"
+    assert s.norm is None and s.scale is None and s.n_tiles is None and s.device == "auto"
+
+
+def test_settings_take_the_models_own_normalisation(model):
+    assert PredictSettings().for_model(model).norm == LEGACY  # a model with no record
+    model.anystar_normalization = ANYSTAR  # as registry.load_model sets it
+    try:
+        assert PredictSettings(scale=(2.0, 1.0, 1.0)).for_model(model) == PredictSettings(
+            norm=ANYSTAR, scale=(2.0, 1.0, 1.0))
+        given = PredictSettings(norm=Normalization(2.0, 99.0, clip=False))
+        assert given.for_model(model) is given  # an explicit normalisation wins
+    finally:
+        del model.anystar_normalization
 
 
 @pytest.mark.parametrize("image, words", [
@@ -74,14 +86,16 @@ def test_check_volume_too_small_after_scaling():
         check_volume(image, scale=(0.25, 1.0, 1.0))
 
 
-def test_normalize_maps_percentiles_to_0_and_1():
-    img = np.random.default_rng(1).gamma(2.0, 100.0, size=(20, 30, 30)).astype(np.float32)
-    for lo, hi in [(1.0, 99.8), (5.0, 95.0)]:
-        x = normalize(img, (lo, hi))
-        assert x.dtype == np.float32 and x.shape == img.shape
-        assert np.percentile(x, lo) == pytest.approx(0.0, abs=1e-5)
-        assert np.percentile(x, hi) == pytest.approx(1.0, abs=1e-5)
-    assert not np.allclose(normalize(img, (1.0, 99.8)), normalize(img, (5.0, 95.0)))
+@pytest.mark.parametrize("norm", [ANYSTAR, LEGACY])
+def test_the_network_sees_the_normalised_volume(model, norm):
+    """predict_network with ``norm`` = StarDist's predict on ``norm.apply``'d input."""
+    img = _volume((24, 40, 40), seed=4)
+    img[0, 0, :5] = 50_000  # bright outliers: clipping matters
+    out = drain(predict_network(model, img, PredictSettings(norm=norm)))[1]
+    prob, _ = model.predict(norm.apply(img))
+    np.testing.assert_allclose(out.prob, prob, atol=1e-5)
+    other = drain(predict_network(model, img, PredictSettings(norm=Normalization(5, 95, True))))
+    assert not np.allclose(other[1].prob, prob, atol=1e-3)
 
 
 def test_auto_n_tiles_gives_about_64_voxel_windows():
@@ -129,6 +143,9 @@ def test_auto_tiling_covers_volume_and_reports_each_tile(model):
 
 def test_scale_resizes_before_the_network(model):
     img = _volume((24, 40, 40))
+    unscaled = drain(predict_network(model, img, PredictSettings()))[1]
+    ones = drain(predict_network(model, img, PredictSettings(scale=(1.0, 1.0, 1.0))))[1]
+    np.testing.assert_array_equal(ones.prob, unscaled.prob)  # scale 1: the same network input
     _, out = drain(predict_network(model, img, PredictSettings(scale=(1.5, 0.8, 0.8))))
     assert out.image_shape == (24, 40, 40)
     assert out.scaled_shape == (36, 32, 32)
@@ -169,11 +186,11 @@ def test_cpu_device_and_missing_gpu(model):
 
 def test_segment_volume_equals_predict_instances(model):
     img = _volume((24, 40, 40), seed=3)
-    settings = PredictSettings(norm=(2.0, 99.0))
+    settings = PredictSettings(norm=Normalization(2.0, 99.0, clip=True))
     events, labels = drain(segment_volume(model, img, settings, 0.5, 0.4))
     assert events[-1] == (1, 1)
     ref, _ = model.predict_instances(img, prob_thresh=0.5, nms_thresh=0.4,
-                                     normalizer=make_normalizer(settings.norm),
+                                     normalizer=settings.norm.csbdeep(),
                                      show_tile_progress=False)
     assert labels.shape == img.shape and labels.max() > 0
     assert np.array_equal(labels, ref)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from napari_anystar._paths import user_config_dir, user_models_dir
-from napari_anystar.model import registry
+from napari_anystar.model import model_settings, registry
 from napari_anystar.model.registry import InvalidModelError, ModelEntry
+from napari_anystar.normalization import ANYSTAR, LEGACY, Normalization
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +76,18 @@ def _huge_ray_scale(folder):
     (folder / "anystar.json").write_text(json.dumps({"ray_scale": 5}))
 
 
+def _bad_normalization(folder):
+    (folder / "anystar.json").write_text(json.dumps({"normalization": {"low": 99, "high": 1}}))
+
+
+def _untyped_normalization(folder):
+    (folder / "anystar.json").write_text(json.dumps({"normalization": [0, 99.9]}))
+
+
+def _settings_not_json(folder):
+    (folder / "anystar.json").write_text("ray_scale = 1.2")
+
+
 @pytest.mark.parametrize(
     ("breaker", "expected"),
     [
@@ -86,6 +99,9 @@ def _huge_ray_scale(folder):
         (_json_list, "not a StarDist configuration"),
         (_bad_ray_scale, "needs a number 'ray_scale'"),
         (_huge_ray_scale, "outside 0.5..2"),
+        (_bad_normalization, "0 <= low < high <= 100"),
+        (_untyped_normalization, "normalization must be"),
+        (_settings_not_json, "anystar.json is not valid JSON"),
     ],
 )
 def test_broken_folders_are_refused(tiny_model_dir, tmp_path, breaker, expected):
@@ -279,6 +295,66 @@ def test_ray_scale_comes_from_anystar_json(tiny_model_dir, tmp_path):
     stat = (folder / "anystar.json").stat()
     os.utime(folder / "anystar.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert registry.load_model(wider).anystar_ray_scale == 0.9  # an edit is picked up
+
+
+def write_settings(folder: Path, **data) -> None:
+    (folder / "anystar.json").write_text(json.dumps(data))
+
+
+def test_normalization_is_the_recorded_one_else_legacy(tiny_model_dir, tmp_path):
+    plain = copy_model(tiny_model_dir, tmp_path / "plain")
+    assert registry.model_normalization(plain) == LEGACY  # earlier models' default
+    trained = copy_model(tiny_model_dir, tmp_path / "trained")
+    recorded = Normalization(2.0, 99.5, clip=True)
+    write_settings(trained, normalization=recorded.to_json())  # no ray_scale: it is optional
+    registry.validate_model_folder(trained)
+    assert registry.model_normalization(trained) == recorded
+    assert registry.ray_scale(trained) == 1.0
+    entry = ModelEntry("trained", trained, "folder")
+    model = registry.load_model(entry)
+    assert model.anystar_normalization == recorded and model.anystar_ray_scale == 1.0
+    assert registry.model_note(trained) == ""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_papers_weights_are_recognised_by_hash(tiny_model_dir, tmp_path, monkeypatch):
+    paper = copy_model(tiny_model_dir, tmp_path / "anystar-mix")
+    other = copy_model(tiny_model_dir, tmp_path / "other")
+    edit_config(other, train_epochs=7)  # another config.json, the same weights
+    monkeypatch.setattr(model_settings, "PAPER_CONFIG_SHA256", _sha256(paper / "config.json"))
+    monkeypatch.setattr(model_settings, "PAPER_WEIGHTS_SHA256",
+                        _sha256(paper / "weights_best.h5"))
+    hashed: list[str] = []
+    real_hash = model_settings.file_sha256
+    monkeypatch.setattr(model_settings, "file_sha256",
+                        lambda path: hashed.append(Path(path).name) or real_hash(path))
+
+    assert registry.model_normalization(paper) == ANYSTAR  # clip at p99.9, then min-max
+    assert registry.model_note(paper) == model_settings.PAPER_MODEL_NOTE
+    assert registry.load_model(ModelEntry("anystar-mix", paper, "folder")
+                               ).anystar_normalization == ANYSTAR
+    hashed.clear()
+    assert registry.model_normalization(other) == LEGACY
+    assert hashed == ["config.json"]  # the weights are only hashed after the config matched
+    write_settings(paper, normalization=LEGACY.to_json())
+    assert registry.model_normalization(paper) == LEGACY  # a record wins
+
+
+def test_file_hashes_are_cached_by_size_and_mtime(tiny_model_dir, tmp_path):
+    weights = copy_model(tiny_model_dir, tmp_path / "hashed") / "weights_best.h5"
+    first = model_settings.file_sha256(weights)
+    assert first == _sha256(weights)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    stat = weights.stat()
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert model_settings.file_sha256(weights) == first  # same size and mtime: not re-read
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert model_settings.file_sha256(weights) == _sha256(weights) != first
 
 
 def test_load_model_falls_back_to_weights_last(tiny_model_dir, tmp_path):

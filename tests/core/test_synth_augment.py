@@ -148,3 +148,86 @@ def test_crop_has_random_size_and_elastic_cuts_the_centre(blobs):
     elastic.set_random_state(seed=0)
     out = elastic({"image": data["image"], "label": data["label"]})
     assert tuple(out["image"].shape[1:]) == tuple(out["label"].shape[1:]) == (SIZE,) * 3
+
+
+def _sphere(shape=(72, 72, 72), centre=(33.3, 37.6, 35.2), radius=11.0):
+    grid = np.indices(shape, dtype=np.float32)
+    dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+    return (dist2 <= radius**2).astype(np.float32)
+
+
+def _centroid(volume: np.ndarray) -> np.ndarray:
+    grid = np.indices(volume.shape, dtype=np.float64)
+    return np.array([(g * volume).sum() / volume.sum() for g in grid])
+
+
+def _spatial_steps(pipeline):
+    """The steps of A(.) that move the label map (OneOf unpacked)."""
+    for step in pipeline.transforms:
+        inner = getattr(step, "transforms", [step])
+        for t in inner:
+            if "label" in getattr(t, "keys", ()):
+                yield t
+
+
+def _alignment_shifts(aligned: bool, seeds=range(4)) -> dict[str, float]:
+    """Largest image/label centroid offset (voxels, any axis) after each spatial step."""
+    from monai.data import set_track_meta
+
+    sphere = _sphere()
+    shifts: dict[str, float] = {}
+    set_track_meta(False)
+    try:
+        for t in _spatial_steps(aug.build_pipeline(48, aligned=aligned)):
+            if type(t).__name__ == "RandCoarseDropoutd":
+                continue  # cuts holes; moves nothing
+            for seed in seeds:
+                t.set_random_state(seed=seed)
+                out = t({"image": torch.from_numpy(sphere[None]),
+                         "label": torch.from_numpy(sphere[None].copy())})
+                image = np.clip(np.asarray(out["image"][0], np.float64), 0, None)
+                label = np.rint(np.asarray(out["label"][0])).astype(np.float64)
+                if label.sum() < 100:
+                    continue  # the sphere left the window
+                offset = float(np.abs(_centroid(image) - _centroid(label)).max())
+                name = type(t).__name__
+                shifts[name] = max(shifts.get(name, 0.0), offset)
+    finally:
+        set_track_meta(True)
+    return shifts
+
+
+def test_every_spatial_step_keeps_labels_on_the_image():
+    shifts = _alignment_shifts(aligned=True)
+    assert {"RandSpatialCropd", "RandZoomd", "RandAffined", "RandAxisFlipd",
+            "RandRotate90d", "Rand3DElasticd"} <= set(shifts)
+    assert max(shifts.values()) < 0.2, shifts
+
+
+def test_alignment_check_detects_the_legacy_half_voxel_shift():
+    # torch's legacy "nearest" zoom (the reference's) puts labels off the image
+    assert _alignment_shifts(aligned=False)["RandZoomd"] > 0.25
+
+
+def test_intensity_only_augmentation_keeps_whole_objects():
+    from napari_anystar.synth import SynthSettings, generate
+
+    settings = SynthSettings(size=48, grid_size=64, mean_radius=6.0, pad_choices=(0,),
+                             augment_spatial=False)
+    sample = generate("as-mix", 5, settings, keep_stages=True)
+    start = (64 - 48) // 2
+    crop = sample.stages["label_map"][start:start + 48, start:start + 48, start:start + 48]
+    assert np.array_equal(sample.labels > 0, crop > 0)
+    assert sample.image.min() >= 0.0 and sample.image.max() <= 1.0
+
+
+def test_axial_blur_smooths_one_axis_only():
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32, 32), dtype=np.float32)
+    assert aug.axial_blur(rng, image, 0.0) is image
+    blurred = aug.axial_blur(np.random.default_rng(1), image, 1.0)
+    roughness = [np.abs(np.diff(blurred, axis=a)).mean() for a in range(3)]
+    smooth_axis = int(np.argmin(roughness))
+    others = [r for a, r in enumerate(roughness) if a != smooth_axis]
+    assert roughness[smooth_axis] < 0.7 * min(others)
+    assert abs(others[0] - others[1]) < 0.05 * others[0]  # the two other axes alike

@@ -41,7 +41,8 @@ def interrupted_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "synthetic"
     small = SynthSettings(size=32, grid_size=64, mean_radius=6.0, pad_choices=(0, 16))
     settings = TrainSettings(out_dir=out, config="tiny", generator="as-mix", steps=6,
-                             steps_per_epoch=3, workers=0, synth_settings=small, seed=3)
+                             steps_per_epoch=3, workers=0, synth_settings=small, seed=3,
+                             fragment_ignore=10)  # the tiny volumes' objects are small
     first = []
     gen = train(settings)
     for event in gen:
@@ -97,9 +98,25 @@ def test_resume_continues_at_the_interrupted_step(interrupted_run):
     assert record["resumed_at"] == [4]
     assert record["optimizer_restored"] is True
     assert record["seed"] == 3 and record["data"]["generator"] == "as-mix"
+    for epoch in record["epochs"]:  # training health: distance MAE beside a constant guess
+        assert epoch["val_dist_mae"] > 0 and epoch["val_dist_mae_constant_guess"] > 0
+    assert record["recipe"]["fragment_ignore"] == 10
+    assert record["recipe"]["normalization"] == {"low": 0.0, "high": 99.9, "clip": True}
+    settings = json.loads((interrupted_run["out"] / "anystar.json").read_text())
+    assert settings["normalization"] == record["recipe"]["normalization"]
+    assert 2 < settings["object_diameter"] < 24  # measured on the run's own tiny recipe
     assert not (interrupted_run["out"] / WORK_DIR).exists()
     assert interrupted_run["second"][-1].kind == "saved"
     assert interrupted_run["folder"] == interrupted_run["out"].resolve()
+
+
+def test_recipe_defaults_ignore_fragments_only_for_synthetic_training(tmp_path):
+    from napari_anystar.train.recipe import FRAGMENT_IGNORE_VOXELS, make_recipe
+
+    recipe = make_recipe(TrainSettings(out_dir=tmp_path, generator="as-mix"))
+    assert recipe.fragment_ignore == FRAGMENT_IGNORE_VOXELS == 100
+    assert make_recipe(TrainSettings(out_dir=tmp_path, generator="as-mix",
+                                     normalize=False)).normalization is None
 
 
 def test_thresholds_are_tuned_and_written(interrupted_run):
@@ -108,7 +125,10 @@ def test_thresholds_are_tuned_and_written(interrupted_run):
     assert 0 < thresholds["prob"] < 1 and 0 < thresholds["nms"] < 1
     assert json.loads((out / "training.json").read_text())["thresholds"] == thresholds
     tuning = [e for e in interrupted_run["second"] if e.kind == "thresholds"]
-    assert tuning[-1].done == tuning[-1].total == 3
+    assert tuning[-1].done == tuning[-1].total > 8
+    assert [e.done for e in tuning] == sorted(e.done for e in tuning)
+    record = json.loads((out / "training.json").read_text())
+    assert record["data"]["threshold_tuning"].endswith("A(.) intensity steps only")
 
 
 def test_saved_model_loads_in_stardist(interrupted_run):
@@ -159,6 +179,9 @@ def test_finetune_on_a_mix_from_folder_with_only_best_weights(tmp_path, tiny_mod
     assert record["recipe"]["learning_rate"] == 1e-7
     assert record["data"]["synthetic_fraction"] == 0.5
     assert record["data"]["generator"] == "as-brightfg-plainbg"
+    assert record["recipe"]["fragment_ignore"] == 0  # real labels have no A(.) slivers
+    # the base folder records no normalisation: the fine-tuned model keeps the legacy one
+    assert record["recipe"]["normalization"] == {"low": 1.0, "high": 99.8, "clip": False}
     assert sorted(r["split"] for r in record["data"]["real"]) == ["train", "val"]
     # a tiny learning rate: the conv kernels are still (almost) the base model's
     before = [w for w in load_stardist(base).keras_model.get_weights() if w.ndim == 5]

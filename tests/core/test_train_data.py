@@ -168,7 +168,8 @@ def test_load_pairs_rejects_bad_data():
         load_pairs([image], [labels + 0.5])
     ((x, y),) = load_pairs([image * 1000 + 50], [labels.astype(np.uint16)])
     assert x.dtype == np.float32 and y.dtype == np.int32
-    assert -0.2 < np.percentile(x, 1) < 0.2 and 0.8 < np.percentile(x, 99.8) < 1.2
+    assert x.min() == 0.0 and x.max() == 1.0  # ANYSTAR: clipped at the 99.9th percentile
+    assert np.mean(x == 1.0) < 0.002
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_anystar._widgets import segment as segment_module
 from napari_anystar._widgets.segment import SegmentWidget
 from napari_anystar.analysis import pooled_scores
 from napari_anystar.model import registry
@@ -15,13 +14,6 @@ pytestmark = pytest.mark.bundled_model
 TIMEOUT = 120_000  # ms; the first TensorFlow run on a loaded 2-core CI machine
 #: Clean AS-Mix blobs (no A(.)), seed 9004: the shipped model's F1 at IoU 0.5 measured 0.95.
 MIN_F1 = 0.6
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(segment_module, "show_error", shown.append)
-    return shown
 
 
 @pytest.fixture
@@ -44,6 +36,8 @@ def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer,
     entry = widget.selected_model()
     assert (entry.name, entry.source) == (registry.DEFAULT_MODEL_NAME, "bundled")
     assert widget.thresholds() == pytest.approx(registry.model_thresholds(entry), abs=0.01)
+    assert widget.normalization() == registry.model_normalization(entry.path)
+    assert widget.scale_mode() == "auto"  # the default: Suggest from raw voxels, then Run
 
     with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
         widget.run()
@@ -51,6 +45,9 @@ def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer,
     assert errors == []
     assert layer.metadata["model"] == registry.DEFAULT_MODEL_NAME
     assert layer.metadata["ray_scale"] == registry.ray_scale(entry.path) > 1.0
+    assert layer.metadata["scale_mode"] == "auto"
+    assert tuple(layer.metadata["scale"]) == pytest.approx(widget.scale())
+    assert layer.metadata["scale"] != (1.0, 1.0, 1.0)  # measured, not the fallback
     assert layer.data.shape == sample.image.shape
     scores = pooled_scores([sample.labels], [np.asarray(layer.data, np.int32)], (0.5,))
     assert scores.f1[0] >= MIN_F1
@@ -71,6 +68,7 @@ def test_suggest_scale_sets_the_spins_and_the_run_uses_them(make_napari_viewer, 
     assert errors == []
     spins = [spin.value() for spin in widget.scale_spins]
     assert spins == pytest.approx(estimate.scale, abs=1e-3)
+    assert widget.scale_mode() == "manual"  # the suggestion is kept, editable
     assert all(0.3 < s < 1.0 for s in spins)
     assert "scale set to" in widget.status_label.text()
     assert widget.run_button.isEnabled() and widget.suggest_scale_button.isEnabled()

@@ -1,121 +1,32 @@
-"""Segment dock widget in a real viewer: run, live thresholds, cache, errors, cancel."""
+"""Segment dock widget in a real viewer: run, live threshold sliders, cache, cancel/close.
+
+Scale, normalisation, refused input and the model list are in
+``test_segment_widget_settings.py``; fixtures are in ``conftest.py``.
+"""
 
 from __future__ import annotations
 
-import shutil
 import threading
 
 import numpy as np
-import pytest
 
 import napari_anystar
-from conftest import drain
-from napari_anystar import _paths
 from napari_anystar._widgets import _segment_jobs
-from napari_anystar._widgets import segment as segment_module
-from napari_anystar._widgets.segment import SegmentWidget
 from napari_anystar.model import registry
 from napari_anystar.model.instances import InstanceSolver
-from napari_anystar.model.predict import PredictSettings, make_normalizer, predict_network
+from napari_anystar.model.predict import predict_network
+from napari_anystar.normalization import LEGACY, Normalization
 
-TIMEOUT = 60_000  # ms; generous for a loaded 2-core CI machine
-SHAPE = (32, 48, 48)
-
-
-def _blobs(seed: int = 0, shape=SHAPE) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape)
-    image = rng.normal(0.0, 0.05, shape)
-    for centre in rng.uniform((6, 8, 8), np.subtract(shape, (6, 8, 8)), (12, 3)):
-        image += np.exp(-((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) / 18)
-    return image.astype(np.float32)
-
-
-
-@pytest.fixture(scope="module")
-def seg_model_dir(tiny_model_dir, tmp_path_factory):
-    """``tiny_model_dir`` with sharpened output layers, so thresholds matter and NMS is fast.
-
-    Random weights give probabilities of ~0.5 everywhere (thousands of candidates). Here the
-    probability logits are stretched so that ~3% of the blob image's candidate voxels (away
-    from the border) pass 0.5 and the ray distances are ~3 voxels, so neighbouring candidates
-    overlap and NMS has work to do.
-    """
-    from napari_anystar._tf import stardist_models
-
-    StarDist3D = stardist_models().StarDist3D
-    folder = tmp_path_factory.mktemp("segment-model") / "tiny-sharp"
-    shutil.copytree(tiny_model_dir, folder)
-    model = StarDist3D(None, name=folder.name, basedir=str(folder.parent))
-    output = drain(predict_network(model, _blobs(), PredictSettings()))[1]
-    prob = np.clip(output.cand_prob.astype(np.float64), 1e-7, 1 - 1e-7)  # all non-border voxels
-    logit = np.log(prob / (1 - prob))
-    shift, stretch = np.quantile(logit, 0.97), 6.0 / max(float(logit.std()), 1e-6)
-    layers = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
-    kernel, bias = layers[0].get_weights()
-    layers[0].set_weights([kernel * stretch, (bias - shift) * stretch])
-    kernel, bias = layers[1].get_weights()
-    layers[1].set_weights([kernel * 0.1, bias * 0.1 + 3.0])
-    model.keras_model.save_weights(str(folder / "weights_best.h5"))
-    return folder
-
-
-@pytest.fixture
-def entry(seg_model_dir):
-    return registry.remember_model_folder(seg_model_dir)
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(segment_module, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer, entry, errors):
-    viewer = make_napari_viewer()
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment")
-    return viewer, widget
-
-
-def _run(qtbot, widget):
-    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
-        widget.run()
-    return blocker.args[0]
-
-
-def _set_and_wait(qtbot, widget, slider, value):
-    """Move a slider and wait for the labels of exactly these thresholds to be shown."""
-    slider.setValue(value)
-    wanted = widget.thresholds()
-
-    def shown():
-        layer = _our_labels(widget.viewer)
-        assert (layer.metadata["prob_thresh"], layer.metadata["nms_thresh"]) == wanted
-
-    qtbot.waitUntil(shown, timeout=TIMEOUT)
-    return wanted
-
-
-def _our_labels(viewer):
-    found = [
-        layer
-        for layer in viewer.layers
-        if layer._type_string == "labels" and "napari_anystar" in layer.metadata
-    ]
-    assert len(found) == 1
-    return found[0]
-
-
-def _labels_layers(viewer):
-    return [layer for layer in viewer.layers if layer._type_string == "labels"]
-
-
-def _reference(entry, image, settings):
-    model = registry.load_model(entry)
-    return InstanceSolver(drain(predict_network(model, image, settings))[1], model)
+from .segment_helpers import (
+    SHAPE,
+    TIMEOUT,
+    _blobs,
+    _labels_layers,
+    _our_labels,
+    _reference,
+    _run,
+    _set_and_wait,
+)
 
 
 # ------------------------------------------------------------------------------ run
@@ -124,9 +35,12 @@ def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, e
     image = _blobs()
     original = image.copy()
     viewer.add_image(image, name="blobs", scale=(2.0, 1.0, 1.0), translate=(5.0, -3.0, 0.0))
-    assert [spin.value() for spin in widget.scale_spins] == [2.0, 1.0, 1.0]  # anisotropy
-    for spin in widget.scale_spins:
-        spin.setValue(1.0)  # keep the test small
+    widget.set_scale_mode("voxel_size")
+    assert widget.scale() == (2.0, 1.0, 1.0)  # anisotropy
+    assert not any(spin.isEnabled() for spin in widget.scale_spins)
+    widget.set_scale_mode("manual")
+    assert widget.scale() == (2.0, 1.0, 1.0) and all(s.isEnabled() for s in widget.scale_spins)
+    widget.set_scale((1.0, 1.0, 1.0))  # keep the test small
     widget.show_prob_check.setChecked(True)
 
     layer = _run(qtbot, widget)
@@ -142,8 +56,8 @@ def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, e
     assert meta["model_sha256"] == registry.model_fingerprint(entry)
     assert meta["ray_scale"] == 1.0  # no anystar.json: StarDist's own ray lengths
     assert meta["plugin_version"] == napari_anystar.__version__
-    assert meta["scale"] == (1.0, 1.0, 1.0)
-    assert meta["norm"] == (1.0, 99.8)
+    assert meta["scale"] == (1.0, 1.0, 1.0) and meta["scale_mode"] == "manual"
+    assert meta["normalization"] == LEGACY.to_json()  # the model records none
     assert meta["tiling"] == "auto" and len(meta["n_tiles"]) == 3
     assert meta["n_objects"] == len(np.unique(layer.data[layer.data > 0])) > 0
     expected = registry.load_model(entry).predict_instances(  # StarDist's own result
@@ -151,7 +65,7 @@ def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, e
         prob_thresh=prob,
         nms_thresh=nms,
         n_tiles=meta["n_tiles"],
-        normalizer=make_normalizer(meta["norm"]),
+        normalizer=Normalization.from_json(meta["normalization"]).csbdeep(),
         show_tile_progress=False,
     )[0]
     np.testing.assert_array_equal(layer.data, expected)
@@ -304,104 +218,7 @@ def test_time_series_uses_displayed_volume(qtbot, viewer_widget):
     np.testing.assert_array_equal(viewer.layers["movie"].data, series)
 
 
-# ---------------------------------------------------------------------------- errors
-@pytest.mark.parametrize(
-    ("data", "kwargs", "message"),
-    [
-        (np.ones((48, 48), np.float32), {}, "2D"),
-        (np.zeros((16, 32, 32, 3), np.uint8), {"rgb": True}, "RGB"),
-        (np.full(SHAPE, 3.0, np.float32), {}, "constant"),
-        (np.where(_blobs() > 0.5, np.nan, _blobs()), {}, "NaN"),
-        (_blobs()[:4], {}, "too small"),
-    ],
-    ids=["2d", "rgb", "constant", "nan", "small"],
-)
-def test_bad_input_is_refused_without_worker(qtbot, viewer_widget, errors, data, kwargs, message):
-    viewer, widget = viewer_widget
-    viewer.add_image(data, name="bad", **kwargs)
-    with qtbot.waitSignal(widget.run_failed, timeout=1000) as blocker:
-        widget.run()
-    assert message in blocker.args[0]
-    assert message in widget.status_label.text()
-    assert errors == [blocker.args[0]]
-    assert widget._life.worker is None
-    assert _labels_layers(viewer) == []
-
-
-def test_suggest_scale_failures_are_reported_and_leave_the_scale(qtbot, viewer_widget, errors):
-    viewer, widget = viewer_widget
-    viewer.add_image(np.ones((48, 48), np.float32), name="flat")
-    with qtbot.waitSignal(widget.run_failed, timeout=1000) as blocker:
-        widget.suggest_scale()  # refused before any worker
-    assert "2D" in blocker.args[0] and widget._life.worker is None
-
-    viewer.add_image(_blobs(), name="blobs")
-    widget.image_combo.setCurrentIndex(widget.image_combo.findData("blobs"))
-    before = [spin.value() for spin in widget.scale_spins]
-    widget.prob_slider.setValue(1.0)  # nothing passes: no size to measure
-    with qtbot.waitSignal(widget.run_failed, timeout=TIMEOUT) as blocker:
-        widget.suggest_scale()
-    assert "too few to estimate" in blocker.args[0]
-    assert "too few to estimate" in widget.status_label.text()
-    assert [spin.value() for spin in widget.scale_spins] == before
-    assert widget.run_button.isEnabled() and widget.suggest_scale_button.isEnabled()
-    assert _labels_layers(viewer) == []
-
-
-def test_no_models_explains_and_add_folder_validates(
-    qtbot, make_napari_viewer, seg_model_dir, tmp_path, errors
-):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-anystar", "Segment")  # manifest
-    assert isinstance(widget, SegmentWidget)
-    viewer.add_image(_blobs(), name="blobs")
-    assert widget.model_combo.count() == 0
-    assert not widget.no_models_label.isHidden()
-    assert "Add model folder" in widget.no_models_label.text()
-    assert not widget.run_button.isEnabled()
-    with qtbot.waitSignal(widget.run_failed, timeout=1000):
-        widget.run()
-    assert _labels_layers(viewer) == []
-
-    assert widget.add_model_folder(tmp_path) is None  # not a model folder
-    assert "config.json" in widget.status_label.text() and errors
-
-    added = widget.add_model_folder(seg_model_dir)
-    assert added is not None and widget.selected_model() == added
-    assert widget.no_models_label.isHidden() and widget.run_button.isEnabled()
-
-
-def test_new_models_appear_when_the_registry_changes(qtbot, viewer_widget, seg_model_dir):
-    _, widget = viewer_widget
-    assert widget.model_combo.count() == 1
-    shutil.copytree(seg_model_dir, _paths.user_models_dir() / "fresh")
-    thread = threading.Thread(target=registry.notify_models_changed)  # like a training worker
-    thread.start()
-    thread.join()
-    qtbot.waitUntil(lambda: widget.model_combo.count() == 2, timeout=5000)
-    assert widget.selected_model().source == "folder"  # the selection is kept
-
-
 # ---------------------------------------------------------------------- cancel/close
-@pytest.fixture
-def blocking_network(monkeypatch):
-    """A fake predict_network that waits for ``release`` after each tile and records closing."""
-    state = {"release": threading.Event(), "closed": threading.Event(), "tiles": 0}
-
-    def fake(model, image, settings):
-        try:
-            for done in range(5):
-                state["tiles"] = done
-                yield done, 4
-                assert state["release"].wait(10)
-                state["release"].clear()
-        finally:
-            state["closed"].set()
-
-    monkeypatch.setattr(_segment_jobs, "predict_network", fake)
-    return state
-
-
 def test_cancel_stops_at_tile_boundary_without_layer(qtbot, viewer_widget, blocking_network):
     viewer, widget = viewer_widget
     viewer.add_image(_blobs(), name="blobs")

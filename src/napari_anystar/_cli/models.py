@@ -17,7 +17,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="list, add or download StarDist3D models",
         description=(
             "Without options: list the models 'anystar segment --model' accepts (name, "
-            "source, thresholds, folder; * marks the default)."
+            "source, thresholds, normalisation, folder, note; * marks the default)."
         ),
     )
     action = parser.add_mutually_exclusive_group()
@@ -62,11 +62,13 @@ def _print_table(registry: Any) -> None:
         print(registry.NO_MODELS_MESSAGE)
         return
     default = registry.default_model()
-    rows = [("", "NAME", "SOURCE", "PROB", "NMS", "PATH")]
+    rows = [("", "NAME", "SOURCE", "PROB", "NMS", "NORMALISATION", "PATH", "NOTE")]
     for entry in entries:
         prob, nms = registry.model_thresholds(entry)
+        norm = registry.model_normalization(entry.path).describe()
         mark = "*" if entry == default else ""
-        rows.append((mark, entry.name, entry.source, f"{prob:.3g}", f"{nms:.3g}", str(entry.path)))
+        rows.append((mark, entry.name, entry.source, f"{prob:.3g}", f"{nms:.3g}", norm,
+                     str(entry.path), registry.model_note(entry.path)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]

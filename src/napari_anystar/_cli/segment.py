@@ -16,6 +16,9 @@ __all__ = ["output_paths", "register", "run"]
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``segment`` sub-command."""
+    from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, FALLBACK_SCALE
+
+    fallback = " ".join(f"{s:g}" for s in FALLBACK_SCALE)
     parser = subparsers.add_parser(
         "segment",
         help="segment 3D volumes with a StarDist3D (AnyStar) model",
@@ -43,9 +46,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--scale",
         nargs="+",
+        default=[DEFAULT_SCALE_POLICY],
         metavar="S",
         help="rescale before the network so objects are ~10-40 voxels across: S or Z Y X, or "
-        "'auto' to measure the objects the network finds and rescale them to its training size",
+        "'auto' to measure the objects the network finds from raw voxels and rescale them to "
+        f"its training size (a volume with too few objects keeps {fallback}, with a warning) "
+        f"(default: {DEFAULT_SCALE_POLICY})",
     )
     parser.add_argument(
         "--n-tiles", type=int, nargs=3, metavar=("Z", "Y", "X"), help="tiles per axis"
@@ -55,7 +61,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        help="intensity normalisation percentiles (default: 1 99.8)",
+        help="intensity normalisation: these percentiles map to 0 and 1 (default: the model's "
+        "recorded normalisation, see 'anystar models')",
+    )
+    parser.add_argument(
+        "--norm-clip",
+        action=argparse.BooleanOptionalAction,
+        help="clip normalised intensities to [0, 1] (default: as the model's normalisation)",
     )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run"
@@ -105,11 +117,14 @@ def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> No
             raise UserError(f"output {dst} already exists (use --overwrite to replace it)")
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace, entry: Any) -> Any:
+    """The prediction settings (normalisation resolved: the model's own unless overridden)."""
+    from napari_anystar.model.model_settings import model_normalization
     from napari_anystar.model.predict import PredictSettings
+    from napari_anystar.normalization import Normalization
 
     kwargs: dict[str, Any] = {"device": args.device}
-    if args.scale is not None and args.scale != ["auto"]:
+    if args.scale != ["auto"]:
         if len(args.scale) not in (1, 3):
             raise UserError("--scale takes one value, three (Z Y X) or 'auto'")
         try:
@@ -120,8 +135,13 @@ def _settings(args: argparse.Namespace) -> Any:
         kwargs["scale"] = scale * (3 if len(scale) == 1 else 1)
     if args.n_tiles is not None:
         kwargs["n_tiles"] = tuple(args.n_tiles)
-    if args.norm is not None:
-        kwargs["norm"] = tuple(args.norm)
+    try:
+        norm = model_normalization(entry.path)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    low, high = args.norm if args.norm is not None else (norm.low, norm.high)
+    clip = args.norm_clip if args.norm_clip is not None else norm.clip
+    kwargs["norm"] = Normalization(float(low), float(high), bool(clip))
     for flag, value in (("--prob-thresh", args.prob_thresh), ("--nms-thresh", args.nms_thresh)):
         if value is not None and not 0 < value < 1:
             raise UserError(f"{flag} must be between 0 and 1, got {value:g}")
@@ -147,14 +167,15 @@ def _model_entry(name_or_dir: str | None) -> Any:
         raise UserError(str(err)) from None
 
 
-def _load(entry: Any) -> Any:
+def _load(entry: Any, settings: Any) -> Any:
     from napari_anystar.model import registry
 
     try:
         model = registry.load_model(entry)
     except registry.InvalidModelError as err:
         raise UserError(str(err)) from None
-    print(f"model: {entry.name} ({entry.path})", file=sys.stderr)
+    print(f"model: {entry.name} ({entry.path}); normalisation {settings.norm.describe()}",
+          file=sys.stderr)
     return model
 
 
@@ -179,18 +200,14 @@ def _drive(job: Generator[tuple[int, int], None, Any], desc: str, unit: str = "t
 
 
 def _auto_scale(model: Any, image: Any, settings: Any, prob: float, nms: float, name: str) -> Any:
-    """``settings`` with the scale that brings the objects to the network's training size."""
+    """``settings`` at the scale of the default policy (``object_size.auto_scale``)."""
     from dataclasses import replace
 
-    from napari_anystar.model.object_size import estimate_scale
+    from napari_anystar.model.object_size import auto_scale
 
-    estimate = _drive(estimate_scale(model, image, settings, prob, nms), f"{name} size",
-                      unit="round")
-    size = " x ".join(f"{s:.1f}" for s in estimate.object_size)
-    scale = " ".join(f"{s:g}" for s in estimate.scale)
-    print(f"{name}: objects ~{size} voxels (Z Y X, {estimate.n_objects} found); "
-          f"scale {scale}", file=sys.stderr)
-    return replace(settings, scale=estimate.scale)
+    choice = _drive(auto_scale(model, image, settings, prob, nms), f"{name} size", unit="round")
+    print(f"{name}: {'warning: ' if choice.fell_back else ''}{choice.note}", file=sys.stderr)
+    return replace(settings, scale=choice.scale)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,8 +222,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     outputs = output_paths(inputs, args.out)
     _check_paths(inputs, outputs, args.overwrite)
-    settings = _settings(args)
     entry = _model_entry(args.model)
+    settings = _settings(args, entry)
     prob, nms = model_thresholds(entry)
     prob = args.prob_thresh if args.prob_thresh is not None else prob
     nms = args.nms_thresh if args.nms_thresh is not None else nms
@@ -220,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             check_volume(image, scale=settings.scale)
             if model is None:  # loaded after the first check: bad inputs fail fast
-                model = _load(entry)
+                model = _load(entry, settings)
             chosen = settings
             if args.scale == ["auto"]:
                 chosen = _auto_scale(model, image, settings, prob, nms, src.name)

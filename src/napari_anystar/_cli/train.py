@@ -48,6 +48,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                       help="synthetic samples kept in the training pool (default: per config)")
     data.add_argument("--pool-refresh", type=int, metavar="STEPS",
                       help="replace one pool sample every STEPS steps; 0 = never")
+    data.add_argument("--fragment-ignore", type=int, metavar="VOXELS",
+                      help="synthetic instances under VOXELS voxels are ignored in the targets "
+                      "(default 100 when training from scratch; 0 = off)")
+    data.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                      help="zoom range of the augmentation A(.) (default 0.4 1.4)")
+    data.add_argument("--axial-blur", type=float, metavar="P",
+                      help="probability of an extra blur along one axis, an elongated "
+                      "point-spread function (default 0)")
     data.add_argument("--workers", type=int, default=1, metavar="N",
                       help="processes generating synthetic samples (default 1; 0 = in-line)")
     model = p.add_argument_group("model and optimisation")
@@ -74,6 +82,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _settings(args):
+    from napari_anystar.synth import SynthSettings
     from napari_anystar.train import TrainSettings
     from napari_anystar.train.data import pair_folders
 
@@ -88,8 +97,17 @@ def _settings(args):
         except ValueError as err:
             raise UserError(str(err)) from None
         images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    synth = {}
+    if args.zoom is not None:
+        synth["zoom_range"] = tuple(args.zoom)
+    if args.axial_blur is not None:
+        synth["axial_blur"] = args.axial_blur
+    if synth and args.generator is None:
+        raise UserError("--zoom and --axial-blur need --generator")
     return TrainSettings(
         out_dir=args.out,
+        synth_settings=SynthSettings(**synth) if synth else None,
+        fragment_ignore=args.fragment_ignore,
         config=args.config,
         base_model=args.base_model,
         generator=args.generator,

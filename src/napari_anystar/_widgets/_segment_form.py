@@ -20,9 +20,16 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider
 
 from napari_anystar._widgets._segment_models import ModelChooser
+from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY
 from napari_anystar.model.predict import DEFAULT_MIN_PROB
+from napari_anystar.normalization import ANYSTAR, Normalization
 
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
+SCALE_MODES = (
+    ("Auto (Suggest from raw voxels)", "auto"),
+    ("From voxel size", "voxel_size"),
+    ("Manual", "manual"),
+)
 AXES = ("Z", "Y", "X")
 
 HELP = {
@@ -30,13 +37,19 @@ HELP = {
     "the 3D volume currently displayed is used.",
     "prob": "Probability threshold: lower it to get more objects, raise it to get fewer.",
     "nms": "Non-maximum suppression (overlap) threshold: raise it to keep more touching objects.",
-    "norm": "Intensity normalisation: the low/high percentiles mapped to 0 and 1.",
-    "scale": "Rescale factors (Z, Y, X) applied before the network. Default: the layer's voxel "
-    "size divided by its X voxel size (isotropic voxels at the in-plane resolution, e.g. voxel "
-    "size (2, 0.5, 0.5) -> (4, 1, 1)). Choose them so objects are ~10-40 voxels across.",
+    "norm": "Intensity normalisation: the low/high percentiles mapped to 0 and 1, then "
+    "clipped to [0, 1] if 'clip' is ticked. Set to the selected model's recorded "
+    "normalisation (the one it was trained with) whenever the model changes.",
+    "scale_mode": "Auto: Run first measures the objects the network finds at raw voxels and "
+    "rescales them to the network's training size (as Suggest), then segments at that scale "
+    "(shown in the boxes); with too few objects it keeps scale 1 and warns. From voxel size: "
+    "the layer's voxel size divided by its X voxel size (isotropic voxels, e.g. voxel size "
+    "(2, 0.5, 0.5) -> (4, 1, 1)). Manual: the scale boxes.",
+    "scale": "Rescale factors (Z, Y, X) applied before the network (editable in Manual mode). "
+    "Choose them so objects are ~10-40 voxels across.",
     "suggest": "Run the network, measure the objects it finds and set the scale so that they "
-    "are the size the network was trained on (~12 voxels along each axis). Uses the current "
-    "scale as the starting point.",
+    "are the size the network was trained on (~12 voxels along each axis), in Manual mode. "
+    "Uses the current scale as the starting point.",
     "tiles": "Split the volume into Z x Y x X tiles (automatic: windows of about 64^3 voxels).",
     "device": "Where the network runs: Auto uses a GPU when TensorFlow sees one.",
     "show_prob": "Also show the network's object probability map as an image layer.",
@@ -78,9 +91,19 @@ class SegmentForm(QWidget):
         self.prob_slider = _threshold_slider(DEFAULT_MIN_PROB, HELP["prob"])
         self.nms_slider = _threshold_slider(0.0, HELP["nms"])
 
-        self.norm_low = self._double_spin(0.0, 100.0, 1.0, 0.1, 2, HELP["norm"])
-        self.norm_high = self._double_spin(0.0, 100.0, 99.8, 0.1, 2, HELP["norm"])
+        self.norm_low = self._double_spin(0.0, 100.0, 0.0, 0.1, 2, HELP["norm"])
+        self.norm_high = self._double_spin(0.0, 100.0, 100.0, 0.1, 2, HELP["norm"])
+        self.norm_clip_check = QCheckBox("clip")
+        self.norm_clip_check.setToolTip(HELP["norm"])
+        self.set_normalization(ANYSTAR)
+        self.scale_mode_combo = QComboBox()
+        for title, value in SCALE_MODES:
+            self.scale_mode_combo.addItem(title, value)
+        self.scale_mode_combo.setToolTip(HELP["scale_mode"])
         self.scale_spins = [self._double_spin(0.05, 20.0, 1.0, 0.1, 3, HELP["scale"]) for _ in AXES]
+        self.scale_mode_combo.currentIndexChanged.connect(self._on_scale_mode)
+        self.set_scale_mode(DEFAULT_SCALE_POLICY)
+        self._on_scale_mode()
         self.suggest_scale_button = QPushButton("Suggest")
         self.suggest_scale_button.setToolTip(HELP["suggest"])
         self.auto_tiles_check = QCheckBox("Automatic")
@@ -116,6 +139,35 @@ class SegmentForm(QWidget):
         for spin in self.tile_spins:
             spin.setEnabled(not auto)
 
+    def normalization(self) -> Normalization:
+        """The normalisation the boxes show."""
+        return Normalization(self.norm_low.value(), self.norm_high.value(),
+                             self.norm_clip_check.isChecked())
+
+    def set_normalization(self, norm: Normalization) -> None:
+        self.norm_low.setValue(norm.low)
+        self.norm_high.setValue(norm.high)
+        self.norm_clip_check.setChecked(norm.clip)
+
+    def scale_mode(self) -> str:
+        """"auto", "voxel_size" or "manual" (see :data:`SCALE_MODES`)."""
+        return self.scale_mode_combo.currentData()
+
+    def set_scale_mode(self, mode: str) -> None:
+        self.scale_mode_combo.setCurrentIndex(self.scale_mode_combo.findData(mode))
+
+    def scale(self) -> tuple[float, float, float]:
+        """The scale the boxes show."""
+        return tuple(spin.value() for spin in self.scale_spins)
+
+    def set_scale(self, scale: tuple[float, ...]) -> None:
+        for spin, value in zip(self.scale_spins, scale, strict=True):
+            spin.setValue(value)
+
+    def _on_scale_mode(self, *_: object) -> None:
+        for spin in self.scale_spins:
+            spin.setEnabled(self.scale_mode() == "manual")
+
     @staticmethod
     def _double_spin(
         low: float, high: float, value: float, step: float, decimals: int, tooltip: str
@@ -147,7 +199,9 @@ class SegmentForm(QWidget):
         for label, spin in (("low", self.norm_low), ("high", self.norm_high)):
             row.addWidget(QLabel(label))
             row.addWidget(spin, 1)
+        row.addWidget(self.norm_clip_check)
         form.addRow("Percentiles", norm)
+        form.addRow("Scale mode", self.scale_mode_combo)
         scale_row = _spin_row(self.scale_spins)
         scale_row.layout().addWidget(self.suggest_scale_button)
         form.addRow("Scale", scale_row)

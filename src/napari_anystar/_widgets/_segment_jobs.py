@@ -1,8 +1,9 @@
 """Background jobs of the Segment widget, written as plain generators/functions (no Qt).
 
-``network_job`` loads the model and runs (or reuses from the cache) the network, yielding
-per-tile progress; closing it stops at the next tile boundary. ``scale_job`` suggests a scale
-from the objects the network finds. ``solve`` turns a cached
+``network_job`` loads the model, chooses the scale if asked to (the default policy,
+``object_size.auto_scale``) and runs (or reuses from the cache) the network, yielding
+``(stage, done, total)`` progress; closing it stops at the next tile boundary. ``scale_job``
+suggests a scale from the objects the network finds. ``solve`` turns a cached
 network output into labels for one threshold pair; ``warm_job`` pre-computes lower
 probability thresholds in the background, one chunk at a time, giving way to any ``solve``.
 """
@@ -12,17 +13,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
 from napari_anystar._widgets._segment_output import count_objects
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
-from napari_anystar.model.object_size import SizeEstimate, estimate_scale
+from napari_anystar.model.object_size import AutoScale, SizeEstimate, auto_scale, estimate_scale
 from napari_anystar.model.predict import PredictSettings, predict_network
 from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
+
+T = TypeVar("T")
+Progress = tuple[str, int, int]  # ("size", round, rounds) or ("tiles", done, total)
 
 
 @dataclass
@@ -35,6 +39,22 @@ class RunResult:
     n_objects: int
     model_sha256: str
     cached: bool
+    settings: PredictSettings  # as run: the scale used, the normalisation resolved
+    auto: AutoScale | None  # the default policy's choice of scale; None: the scale was given
+
+
+def staged(stage: str, job: Generator[tuple[int, int], None, T]) -> Generator[Progress, None, T]:
+    """``job`` with its ``(done, total)`` progress tagged ``(stage, done, total)``; closing
+    this closes ``job``."""
+    try:
+        while True:
+            try:
+                done, total = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield stage, done, total
+    finally:
+        job.close()
 
 
 def network_job(
@@ -43,9 +63,17 @@ def network_job(
     settings: PredictSettings,
     thresholds: tuple[float, float],
     cache: PredictionCache,
-) -> Generator[tuple[int, int], None, RunResult]:
-    """Network output (cached or computed, yielding ``(tiles_done, tiles_total)``) + labels."""
+    *,
+    auto_scaled: bool = False,
+) -> Generator[Progress, None, RunResult]:
+    """Network output (cached or computed) + labels; with ``auto_scaled``, at the scale
+    :func:`auto_scale` chooses first."""
     model = load_model(entry)
+    settings = settings.for_model(model)
+    choice = None
+    if auto_scaled:
+        choice = yield from staged("size", auto_scale(model, image, settings, *thresholds))
+        settings = replace(settings, scale=choice.scale)
     sha256 = model_fingerprint(entry)
     # the ray scale is applied to the network output, so it is part of what is cached
     ray_scale = getattr(model, "anystar_ray_scale", 1.0)
@@ -53,13 +81,13 @@ def network_job(
     hit = cache.get(key)
     if hit is None:
         # closing this job closes predict_network too: it stops at the next tile
-        output = yield from predict_network(model, image, settings)
+        output = yield from staged("tiles", predict_network(model, image, settings))
         solver = InstanceSolver(output, model)
         cache.put(key, output, solver)
     else:
         output, solver = hit
     labels, n_objects = solve(solver, *thresholds)
-    return RunResult(output, solver, labels, n_objects, sha256, hit is not None)
+    return RunResult(output, solver, labels, n_objects, sha256, hit is not None, settings, choice)
 
 
 def scale_job(
@@ -67,10 +95,31 @@ def scale_job(
     image: np.ndarray,
     settings: PredictSettings,
     thresholds: tuple[float, float],
-) -> Generator[tuple[int, int], None, SizeEstimate]:
+) -> Generator[Progress, None, SizeEstimate]:
     """Loads the model and estimates the scale that brings the objects to training size."""
     model = load_model(entry)
-    return (yield from estimate_scale(model, image, settings, *thresholds))
+    return (yield from staged("size", estimate_scale(model, image, settings, *thresholds)))
+
+
+@dataclass
+class WidgetLife:
+    """The widget's workers and whether it is alive, for callbacks that must not keep it."""
+
+    alive: bool = True
+    worker: Any = None
+    warmup: Any = None  # the running warm-up worker
+
+    def end(self, *_: Any) -> None:
+        self.alive = False
+        self.stop_warmup()
+        if self.worker is not None:
+            self.worker.quit()
+
+    def stop_warmup(self) -> None:
+        """Ask the warm-up to stop after its current chunk."""
+        if self.warmup is not None:
+            self.warmup.quit()
+            self.warmup = None
 
 
 class SolveLock:

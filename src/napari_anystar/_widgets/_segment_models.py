@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_anystar.model import registry
@@ -15,6 +15,14 @@ from napari_anystar.model import registry
 def model_thresholds(entry: registry.ModelEntry | None) -> tuple[float, float]:
     """The model's tuned (prob, nms) thresholds; StarDist's defaults without a model."""
     return registry.DEFAULT_THRESHOLDS if entry is None else registry.model_thresholds(entry)
+
+
+def model_label(entry: registry.ModelEntry) -> tuple[str, str]:
+    """(text, tooltip) of a model in the list: name, source, any note; folder, normalisation."""
+    note = registry.model_note(entry.path)
+    text = f"{entry.name} ({entry.source})" + (f": {note}" if note else "")
+    norm = registry.model_normalization(entry.path).describe()
+    return text, f"{entry.path}\nNormalisation: {norm}"
 
 
 class ModelChooser(QWidget):
@@ -56,8 +64,10 @@ class ModelChooser(QWidget):
         keep = select if select is not None else self._current
         self.combo.blockSignals(True)
         self.combo.clear()
-        for entry in entries:
-            self.combo.addItem(f"{entry.name} ({entry.source})", entry)
+        for index, entry in enumerate(entries):
+            text, tooltip = model_label(entry)
+            self.combo.addItem(text, entry)
+            self.combo.setItemData(index, tooltip, Qt.ItemDataRole.ToolTipRole)
         if keep in paths:
             self.combo.setCurrentIndex(paths.index(keep))
         elif entries:

@@ -7,11 +7,47 @@ threshold changes; a user's layer is never touched, even if it has the name we w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import napari_anystar
 from napari_anystar._widgets._layers import add_or_update_layer, find_owned_layer
+from napari_anystar._widgets._segment_input import InputVolume
+from napari_anystar.model import registry
+
+if TYPE_CHECKING:
+    from napari_anystar._widgets._segment_jobs import RunResult
+    from napari_anystar.model.predict import PredictSettings
+
+
+@dataclass
+class RunRecord:
+    """A run's inputs, kept to place and describe its output layers."""
+
+    input_name: str
+    volume: InputVolume
+    thresholds: tuple[float, float]  # (prob, nms) the run's labels were made with
+    metadata: dict[str, Any]
+    result: RunResult | None = None
+
+
+def run_metadata(entry: registry.ModelEntry, input_name: str, volume: InputVolume,
+                 settings: PredictSettings, scale_mode: str) -> dict[str, Any]:
+    """What the output layers record of a run (the scale used is added when it is known)."""
+    return {
+        "model": entry.name,
+        "model_path": str(entry.path),
+        "ray_scale": registry.ray_scale(entry.path),
+        "scale_mode": scale_mode,
+        "tiling": "auto" if settings.n_tiles is None else "manual",
+        "normalization": settings.norm.to_json(),
+        "device": settings.device,
+        "input_layer": input_name,
+        "frame": volume.frame,
+        "plugin_version": napari_anystar.__version__,
+    }
 
 
 def count_objects(labels: np.ndarray) -> int:
@@ -84,3 +120,21 @@ def probability_transform(
     placed = dict(transform)
     placed["scale"] = tuple(float(s) for s in np.asarray(transform["scale"]) * factor)
     return placed
+
+
+def show_labels(viewer: Any, run: RunRecord, labels: np.ndarray, n_objects: int, prob: float,
+                nms: float) -> Any:
+    """Our labels layer of ``run``, with these thresholds' labels and metadata."""
+    metadata = {**run.metadata, "prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects}
+    return show_layer(viewer, "labels", labels, input_name=run.input_name, role="labels",
+                      suffix="labels", transform=run.volume.transform, metadata=metadata)
+
+
+def show_probability(viewer: Any, run: RunRecord) -> Any:
+    """Our probability map layer of ``run``, placed over its input."""
+    output = run.result.output
+    placed = probability_transform(run.volume.transform, output.grid, output.scale)
+    return show_layer(viewer, "image", output.prob, input_name=run.input_name,
+                      role="probability", suffix="probability", transform=placed,
+                      metadata=run.metadata, colormap="magma", blending="additive",
+                      contrast_limits=(0.0, 1.0))

@@ -4,6 +4,8 @@ Thin by design: input checks, prediction and instance extraction are core functi
 (``model.predict``, ``model.instances``, ``model.cache``); this file wires them to controls.
 The network runs once per (data, model, scale, normalisation, tiles) in a thread worker; the
 threshold sliders then only re-run the cheap instance step, debounced, latest request wins.
+In the default scale mode (auto) the worker first chooses the scale (``object_size.auto_scale``)
+and the scale boxes then show it; the normalisation boxes show the selected model's own.
 After a run, a background warm-up (``InstanceSolver.warm_up``) pre-computes the NMS work of
 the lower probability thresholds, so dragging the slider down does not stall on first visits.
 """
@@ -11,23 +13,22 @@ the lower probability thresholds, so dragging the slider down does not stall on 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from napari.layers import Image
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QWidget
 
-import napari_anystar
 from napari_anystar._widgets._layers import layer_tag
 from napari_anystar._widgets._segment_form import SegmentForm
 from napari_anystar._widgets._segment_input import InputVolume, default_scale, volume_from_layer
 from napari_anystar._widgets._segment_jobs import (
     RunResult,
+    WidgetLife,
     drive,
     network_job,
     scale_job,
@@ -35,52 +36,25 @@ from napari_anystar._widgets._segment_jobs import (
 )
 from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
-from napari_anystar._widgets._segment_output import probability_transform, show_layer
+from napari_anystar._widgets._segment_output import (
+    RunRecord,
+    run_metadata,
+    show_labels,
+    show_probability,
+)
 from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
-from napari_anystar.model.object_size import SizeEstimate
+from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
 from napari_anystar.model.predict import PredictSettings, check_volume
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Run:
-    """A run's inputs, kept to place and describe its output layers."""
-
-    input_name: str
-    volume: InputVolume
-    thresholds: tuple[float, float]  # (prob, nms) the run's labels were made with
-    metadata: dict[str, Any]
-    result: RunResult | None = None
-
-
-@dataclass
-class _Life:
-    """State shared with callbacks that must not keep the widget alive."""
-
-    alive: bool = True
-    worker: Any = None
-    warmup: Any = None  # the running warm-up worker
-
-    def end(self, *_: Any) -> None:
-        self.alive = False
-        self.stop_warmup()
-        if self.worker is not None:
-            self.worker.quit()
-
-    def stop_warmup(self) -> None:
-        """Ask the warm-up to stop after its current chunk."""
-        if self.warmup is not None:
-            self.warmup.quit()
-            self.warmup = None
 
 
 class SegmentWidget(SegmentForm):
     """Dock widget: choose an image layer and a model, run, then tune thresholds live."""
 
     labels_updated = Signal(object)  # our Labels layer, after its data was set
-    run_progress = Signal(int, int)  # tiles done, tiles total
+    run_progress = Signal(int, int)  # tiles done, tiles total (not the auto scale's rounds)
     run_finished = Signal(object)  # our Labels layer
     run_failed = Signal(str)  # one-line reason (also for refused input; no worker then)
     run_cancelled = Signal()
@@ -90,9 +64,9 @@ class SegmentWidget(SegmentForm):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._life = life = _Life()
+        self._life = life = WidgetLife()
         self._cache = PredictionCache()
-        self._run: _Run | None = None  # the shown result (thresholds act on it)
+        self._run: RunRecord | None = None  # the shown result (thresholds act on it)
         self._live = LiveThresholds(self, self.thresholds, lambda: life.alive)
         self._live.solved.connect(self._on_solved)
         self._live.failed.connect(self._report)
@@ -106,6 +80,7 @@ class SegmentWidget(SegmentForm):
         self.show_prob_check.toggled.connect(self._on_show_prob_toggled)
         self.run_button.clicked.connect(self.run)
         self.suggest_scale_button.clicked.connect(self.suggest_scale)
+        self.scale_mode_combo.currentIndexChanged.connect(self._show_mode_scale)
         self.cancel_button.clicked.connect(self.cancel)
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
@@ -158,28 +133,36 @@ class SegmentWidget(SegmentForm):
 
     def _on_image_changed(self, *_: Any) -> None:
         self._life.stop_warmup()
+        self._show_mode_scale()
+
+    def _show_mode_scale(self, *_: Any) -> None:
+        """Auto: the start scale until a run chose one; voxel size: the layer's; manual: kept."""
         layer = self.selected_layer()
-        if layer is not None:
-            for spin, value in zip(self.scale_spins, default_scale(layer), strict=True):
-                spin.setValue(value)
+        if self.scale_mode() == "auto":
+            self.set_scale(FALLBACK_SCALE)
+        elif self.scale_mode() == "voxel_size" and layer is not None:
+            self.set_scale(default_scale(layer))
 
     def _on_model_changed(self, entry: registry.ModelEntry | None) -> None:
         self._life.stop_warmup()
         prob, nms = model_thresholds(entry)
         self.prob_slider.setValue(prob)
         self.nms_slider.setValue(nms)
+        if entry is not None:
+            self.set_normalization(registry.model_normalization(entry.path))
         self.run_button.setEnabled(entry is not None and self._life.worker is None)
 
     # ------------------------------------------------------------------------------ run
     def predict_settings(self) -> PredictSettings:
-        """The network settings shown in the widget (scale (1, 1, 1) means no resampling)."""
+        """The network settings shown in the widget (scale (1, 1, 1) means no resampling;
+        in auto scale mode the scale is None: the run chooses it)."""
         tiles = None
         if not self.auto_tiles_check.isChecked():
             tiles = tuple(spin.value() for spin in self.tile_spins)
-        scale = tuple(spin.value() for spin in self.scale_spins)
+        scale = self.scale()
         return PredictSettings(
-            norm=(self.norm_low.value(), self.norm_high.value()),
-            scale=None if scale == (1.0, 1.0, 1.0) else scale,
+            norm=self.normalization(),
+            scale=None if self.scale_mode() == "auto" or scale == (1.0, 1.0, 1.0) else scale,
             n_tiles=tiles,
             device=self.device_combo.currentData(),
         )
@@ -218,20 +201,10 @@ class SegmentWidget(SegmentForm):
             return
         layer, entry, settings, volume = checked
         self._life.stop_warmup()
-        metadata = {
-            "model": entry.name,
-            "model_path": str(entry.path),
-            "ray_scale": registry.ray_scale(entry.path),
-            "scale": settings.scale or (1.0, 1.0, 1.0),
-            "tiling": "auto" if settings.n_tiles is None else "manual",
-            "norm": settings.norm,
-            "device": settings.device,
-            "input_layer": layer.name,
-            "frame": volume.frame,
-            "plugin_version": napari_anystar.__version__,
-        }
-        pending = _Run(layer.name, volume, self.thresholds(), metadata)
-        job = network_job(entry, volume.data, settings, pending.thresholds, self._cache)
+        metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode())
+        pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
+        job = network_job(entry, volume.data, settings, pending.thresholds, self._cache,
+                          auto_scaled=self.scale_mode() == "auto")
         worker = create_worker(drive, job, _ignore_errors=True)  # errors: _on_run_errored
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(partial(self._on_run_returned, pending))
@@ -254,7 +227,7 @@ class SegmentWidget(SegmentForm):
 
     def suggest_scale(self) -> None:
         """Measure the objects the network finds (in a worker) and set the scale spins so
-        that they get the network's training size."""
+        that they get the network's training size (in manual scale mode)."""
         checked = self._checked_input()
         if checked is None:
             return
@@ -262,6 +235,7 @@ class SegmentWidget(SegmentForm):
         self._life.stop_warmup()
         job = scale_job(entry, volume.data, settings, self.thresholds())
         worker = create_worker(drive, job, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_scale_returned)
         worker.errored.connect(self._on_run_errored)
         worker.aborted.connect(self._on_run_aborted)
@@ -273,8 +247,8 @@ class SegmentWidget(SegmentForm):
     def _on_scale_returned(self, estimate: SizeEstimate) -> None:
         if not self._life.alive:
             return
-        for spin, value in zip(self.scale_spins, estimate.scale, strict=True):
-            spin.setValue(value)
+        self.set_scale_mode("manual")
+        self.set_scale(estimate.scale)
         size = " x ".join(f"{s:.1f}" for s in estimate.object_size)
         self.status_label.setText(
             f"Objects ~{size} voxels (Z, Y, X; {estimate.n_objects} found): scale set to "
@@ -288,20 +262,31 @@ class SegmentWidget(SegmentForm):
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling after the current tile...")
 
-    def _on_progress(self, progress: tuple[int, int]) -> None:
+    def _on_progress(self, progress: tuple[str, int, int]) -> None:
         if not self._life.alive:
             return
-        done, total = progress
-        self.progress_bar.setFormat("%v / %m tiles")
+        stage, done, total = progress
+        unit, doing = ("tiles", "Predicting") if stage == "tiles" else ("rounds", "Measuring")
+        self.progress_bar.setFormat(f"%v / %m {unit}")
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
-        self.status_label.setText(f"Predicting: {done} / {total} tiles")
-        self.run_progress.emit(done, total)
+        self.status_label.setText(f"{doing}: {done} / {total} {unit}")
+        if stage == "tiles":
+            self.run_progress.emit(done, total)
 
-    def _on_run_returned(self, pending: _Run, result: RunResult) -> None:
+    def _on_run_returned(self, pending: RunRecord, result: RunResult) -> None:
         if not self._life.alive:
             return
-        pending.metadata.update(model_sha256=result.model_sha256, n_tiles=result.output.n_tiles)
+        scale = result.settings.scale or (1.0, 1.0, 1.0)
+        pending.metadata.update(model_sha256=result.model_sha256, n_tiles=result.output.n_tiles,
+                                scale=scale)
+        auto = result.auto
+        if auto is not None:
+            if self.scale_mode() == "auto":
+                self.set_scale(scale)
+            pending.metadata["scale_note"] = auto.note
+            if auto.fell_back:
+                show_warning(f"'{pending.input_name}': {auto.note}")
         pending.result = result
         self._run = pending
         self._live.set_target(pending, result.solver)  # older threshold results are stale now
@@ -311,11 +296,11 @@ class SegmentWidget(SegmentForm):
         self.progress_bar.setValue(self.progress_bar.maximum())
         layer = self._show_labels(result.labels, result.n_objects, *pending.thresholds)
         if self.show_prob_check.isChecked():
-            self._show_probability()
+            show_probability(self.viewer, self._run)
         source = "cached network output" if result.cached else "network"
-        self.status_label.setText(
-            " ".join(filter(None, [pending.volume.note, f"{result.n_objects} objects ({source})."]))
-        )
+        scale_note = f"Auto scale: {auto.note}" if auto is not None else ""
+        self.status_label.setText(" ".join(filter(None, [
+            pending.volume.note, scale_note, f"{result.n_objects} objects ({source})."])))
         self._outcome = ("finished", layer)
 
     def _on_run_errored(self, exc: Exception) -> None:
@@ -368,7 +353,8 @@ class SegmentWidget(SegmentForm):
         if self._life.worker is None:
             self._live.schedule()
 
-    def _on_solved(self, run: _Run, labels: Any, n_objects: int, prob: float, nms: float) -> None:
+    def _on_solved(self, run: RunRecord, labels: Any, n_objects: int, prob: float,
+                   nms: float) -> None:
         if run is self._run:
             self._show_labels(labels, n_objects, prob, nms)
             self.status_label.setText(
@@ -397,39 +383,10 @@ class SegmentWidget(SegmentForm):
 
     # --------------------------------------------------------------------------- output
     def _show_labels(self, labels: Any, n_objects: int, prob: float, nms: float) -> Any:
-        run = self._run
-        metadata = {**run.metadata, "prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects}
-        layer = show_layer(
-            self.viewer,
-            "labels",
-            labels,
-            input_name=run.input_name,
-            role="labels",
-            suffix="labels",
-            transform=run.volume.transform,
-            metadata=metadata,
-        )
+        layer = show_labels(self.viewer, self._run, labels, n_objects, prob, nms)
         self.labels_updated.emit(layer)
         return layer
 
-    def _show_probability(self) -> Any:
-        run = self._run
-        output = run.result.output
-        placed = probability_transform(run.volume.transform, output.grid, output.scale)
-        return show_layer(
-            self.viewer,
-            "image",
-            output.prob,
-            input_name=run.input_name,
-            role="probability",
-            suffix="probability",
-            transform=placed,
-            metadata=run.metadata,
-            colormap="magma",
-            blending="additive",
-            contrast_limits=(0.0, 1.0),
-        )
-
     def _on_show_prob_toggled(self, checked: bool) -> None:
         if checked and self._run is not None:
-            self._show_probability()
+            show_probability(self.viewer, self._run)

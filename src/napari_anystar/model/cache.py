@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from napari_anystar.normalization import Normalization
+
 from .instances import InstanceSolver
 from .predict import NetworkOutput, PredictSettings
 
@@ -16,7 +18,7 @@ class CacheKey(NamedTuple):
     data: str
     model: str
     scale: tuple[float, float, float] | None
-    norm: tuple[float, float]
+    norm: Normalization | None
     n_tiles: tuple[int, int, int] | None
 
 
@@ -30,11 +32,14 @@ def data_fingerprint(image: np.ndarray) -> str:
 
 
 def make_key(data_fp: str, model_fp: str, settings: PredictSettings) -> CacheKey:
-    """Cache key of a prediction: what changes the network output (not the device)."""
+    """Cache key of a prediction: what changes the network output (not the device).
+
+    Give ``settings`` with ``norm`` set (``PredictSettings.for_model``): None is the model's own.
+    """
     return CacheKey(
         data_fp, model_fp,
         None if settings.scale is None else tuple(float(s) for s in settings.scale),
-        tuple(float(p) for p in settings.norm),
+        settings.norm,
         None if settings.n_tiles is None else tuple(int(t) for t in settings.n_tiles))
 
 

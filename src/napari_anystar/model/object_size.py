@@ -8,11 +8,16 @@ spurious detections does not decide it. It returns the per-axis scale that bring
 object to :data:`TRAINING_DIAMETER` voxels along every axis. A second round at the suggested
 scale refines it: the network measures best near its training size. Only the image itself
 is used, no labels.
+
+:func:`auto_scale` is the default scale policy of the Segment widget and ``anystar segment``
+(:data:`DEFAULT_SCALE_POLICY`): the estimate started from raw voxels, or
+:data:`FALLBACK_SCALE` with a warning when there is too little to measure. On the BBBC050
+dev folder it beat both raw voxels and the scale from the voxel size (issue 11).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,7 +25,7 @@ import numpy as np
 from napari_anystar._generators import result_of
 
 from .instances import InstanceSolver
-from .predict import PredictSettings, predict_network
+from .predict import PredictSettings, check_volume, min_network_size, predict_network
 
 #: Object diameter (voxels) the AS-Mix training windows are dominated by: the volume-weighted
 #: median equivalent diameter of AS-Mix instances after A(.) is 11.8 voxels (quartiles 8.6
@@ -32,6 +37,20 @@ MIN_OBJECTS = 3
 SCALE_LIMITS = (0.1, 8.0)
 #: Each round looks at a centred crop of at most this many voxels per axis after scaling.
 MAX_EDGE = 160
+#: Scale policy of the Segment widget and ``anystar segment`` when none is given.
+DEFAULT_SCALE_POLICY = "auto"
+#: Raw voxels: where :func:`auto_scale` starts, and what it uses when it cannot measure.
+FALLBACK_SCALE = (1.0, 1.0, 1.0)
+
+
+class TooFewObjectsError(ValueError):
+    """The network found fewer than :data:`MIN_OBJECTS` objects to measure."""
+
+    def __init__(self, n_objects: int, scale: tuple[float, ...]) -> None:
+        super().__init__(
+            f"Found {n_objects} object(s) at scale {_fmt(scale)}: too few to estimate their "
+            "size. Set the scale by hand, or lower the probability threshold.")
+        self.n_objects = n_objects
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,22 @@ class SizeEstimate:
     scale: tuple[float, float, float]
     object_size: tuple[float, float, float]  # median object extent, input voxels (Z, Y, X)
     n_objects: int
+
+
+@dataclass(frozen=True)
+class AutoScale:
+    """The scale :func:`auto_scale` chose; unpacks as ``scale, note``."""
+
+    scale: tuple[float, float, float]
+    note: str  # one line: the objects measured, or why FALLBACK_SCALE was used
+    estimate: SizeEstimate | None  # None: fell back
+
+    @property
+    def fell_back(self) -> bool:
+        return self.estimate is None
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.scale, self.note))
 
 
 def object_extents(solver: InstanceSolver, prob_thresh: float, nms_thresh: float) -> np.ndarray:
@@ -74,6 +109,12 @@ def centre_crop(image: np.ndarray, scale: tuple[float, float, float],
     return image[tuple(window)]
 
 
+def training_diameter(model) -> float:
+    """The object size a model was trained on: its recorded ``object_diameter``
+    (``anystar.json``), else :data:`TRAINING_DIAMETER`."""
+    return getattr(model, "anystar_object_diameter", None) or TRAINING_DIAMETER
+
+
 def estimate_scale(
     model,
     image: np.ndarray,
@@ -82,15 +123,16 @@ def estimate_scale(
     nms_thresh: float,
     *,
     rounds: int = 2,
-    diameter: float = TRAINING_DIAMETER,
+    diameter: float | None = None,
 ) -> Generator[tuple[int, int], None, SizeEstimate]:
     """Yields ``(step, total)`` progress; returns the :class:`SizeEstimate`.
 
-    Starts at ``settings.scale`` (none: 1). Raises ValueError if a round finds fewer than
-    :data:`MIN_OBJECTS` objects. Closing the generator cancels it between rounds (a round
-    sees at most :data:`MAX_EDGE`^3 voxels).
+    Starts at ``settings.scale`` (none: 1). Raises :class:`TooFewObjectsError` if a round
+    finds fewer than :data:`MIN_OBJECTS` objects. Closing the generator cancels it between
+    rounds (a round sees at most :data:`MAX_EDGE`^3 voxels).
     """
     settings = settings or PredictSettings()
+    diameter = diameter or training_diameter(model)
     scale = tuple(float(s) for s in (settings.scale or (1.0, 1.0, 1.0)))
     estimate = None
     for done in range(rounds):
@@ -101,15 +143,40 @@ def estimate_scale(
                                  n_tiles=None)))
         extents = object_extents(InstanceSolver(output, model), prob_thresh, nms_thresh)
         if len(extents) < MIN_OBJECTS:
-            raise ValueError(
-                f"Found {len(extents)} object(s) at scale {_fmt(scale)}: too few to estimate "
-                "their size. Set the scale by hand, or lower the probability threshold.")
+            raise TooFewObjectsError(len(extents), scale)
         size = weighted_median(extents, np.prod(extents, axis=1))
         scale = tuple(float(np.clip(diameter / max(s, 1e-6), *SCALE_LIMITS)) for s in size)
         scale = tuple(round(s, 3) for s in scale)
         estimate = SizeEstimate(scale, tuple(round(float(s), 2) for s in size), len(extents))
     yield rounds, rounds
     return estimate
+
+
+def auto_scale(
+    model,
+    image: np.ndarray,
+    settings: PredictSettings | None,
+    prob_thresh: float,
+    nms_thresh: float,
+) -> Generator[tuple[int, int], None, AutoScale]:
+    """The default scale: :func:`estimate_scale` from raw voxels (``settings.scale`` is not
+    used), or :data:`FALLBACK_SCALE` when it finds too few objects or no scale the network
+    can run at. Yields ``(step, total)``; raises ValueError only for an unusable volume."""
+    start = replace(settings or PredictSettings(), scale=None)
+    check_volume(image, min_size=min_network_size(model))
+    try:
+        estimate = yield from estimate_scale(model, image, start, prob_thresh, nms_thresh)
+        check_volume(image, scale=estimate.scale, min_size=min_network_size(model))
+    except TooFewObjectsError as err:
+        reason = f"found {err.n_objects} object(s), too few to measure their size"
+    except ValueError as err:
+        reason = f"no usable scale ({str(err).rstrip('.')})"
+    else:
+        size = " x ".join(f"{s:.1f}" for s in estimate.object_size)
+        return AutoScale(estimate.scale, f"objects ~{size} voxels (Z, Y, X; "
+                         f"{estimate.n_objects} found): scale {_fmt(estimate.scale)}.", estimate)
+    return AutoScale(FALLBACK_SCALE, f"{reason}: using the fallback scale "
+                     f"{_fmt(FALLBACK_SCALE)}.", None)
 
 
 def _fmt(scale: tuple[float, ...]) -> str:

@@ -2,7 +2,8 @@
 
 The network part mirrors StarDist's own sparse prediction (`predict_instances` with the
 default ``sparse=True``): the raw image is resized with ``scipy.ndimage.zoom(order=1)`` when a
-scale is given, normalised with csbdeep's ``PercentileNormalizer``, padded, cut into
+scale is given, normalised (the settings' or the model's own :class:`Normalization`, applied
+through csbdeep's ``PercentileNormalizer`` as StarDist does), padded, cut into
 overlapping tiles, and object candidates (probability above a floor, border rule of each
 tile) are collected in StarDist's order. :class:`NetworkOutput` keeps these candidates, so
 :class:`~napari_anystar.model.instances.InstanceSolver` can rebuild StarDist's instances for
@@ -14,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from napari_anystar._tf import import_tensorflow
+from napari_anystar.normalization import LEGACY, Normalization
 
 #: Edge length the network windows should have after scaling (the AnyStar training patch size).
 WINDOW = 64
@@ -31,18 +33,21 @@ DEVICES = ("auto", "cpu", "gpu")
 
 @dataclass(frozen=True)
 class PredictSettings:
-    """How a volume is fed to the network (thresholds are chosen later, live)."""
+    """How a volume is fed to the network (thresholds are chosen later, live).
 
-    norm: tuple[float, float] = (1.0, 99.8)
+    ``norm`` None means the model's own normalisation (see :meth:`for_model`).
+    """
+
+    norm: Normalization | None = None
     scale: tuple[float, float, float] | None = None
     n_tiles: tuple[int, int, int] | None = None
     device: str = "auto"
 
     def validate(self) -> None:
-        lo, hi = self.norm
-        if not (0.0 <= lo < hi <= 100.0):
-            raise ValueError(f"Normalisation percentiles must satisfy 0 <= low < high <= 100, "
-                             f"got {self.norm}.")
+        if self.norm is not None:
+            if not isinstance(self.norm, Normalization):
+                raise ValueError(f"norm must be a Normalization or None, got {self.norm!r}.")
+            self.norm.validate()
         if self.scale is not None and (len(self.scale) != 3
                                        or not all(np.isfinite(s) and s > 0 for s in self.scale)):
             raise ValueError(f"Scale must be three positive numbers (Z, Y, X), got {self.scale}.")
@@ -51,6 +56,13 @@ class PredictSettings:
             raise ValueError(f"Tiles must be three integers >= 1 (Z, Y, X), got {self.n_tiles}.")
         if self.device not in DEVICES:
             raise ValueError(f"Device must be one of {', '.join(DEVICES)}, got {self.device!r}.")
+
+    def for_model(self, model) -> PredictSettings:
+        """These settings with ``norm`` set: the model's ``anystar_normalization`` if None
+        (set by ``registry.load_model``; :data:`LEGACY` for a model loaded otherwise)."""
+        if self.norm is not None:
+            return self
+        return replace(self, norm=getattr(model, "anystar_normalization", LEGACY))
 
 
 @dataclass
@@ -124,18 +136,6 @@ def scaled_shape(shape: tuple[int, ...], scale: tuple[float, ...] | None) -> tup
     return tuple(round(s * f) for s, f in zip(shape, scale, strict=False))
 
 
-def make_normalizer(norm: tuple[float, float]):
-    """csbdeep percentile normaliser (the one to pass to StarDist for identical results)."""
-    from csbdeep.data import PercentileNormalizer
-
-    return PercentileNormalizer(float(norm[0]), float(norm[1]))
-
-
-def normalize(image: np.ndarray, norm: tuple[float, float] = (1.0, 99.8)) -> np.ndarray:
-    """Percentile normalisation: the ``norm`` percentiles map to 0 and 1 (float32)."""
-    return make_normalizer(norm).before(np.asarray(image)[..., np.newaxis], "ZYXC")[..., 0]
-
-
 def min_network_size(model) -> int:
     """Smallest edge length the model accepts (its U-Net divisor, at least MIN_SIZE)."""
     return max(MIN_SIZE, *model._axes_div_by("ZYX"))
@@ -161,14 +161,14 @@ def predict_network(model, image: np.ndarray, settings: PredictSettings | None =
     The return value (``StopIteration.value``) is the :class:`NetworkOutput`. Closing the
     generator cancels the prediction at the next tile boundary.
     """
-    settings = settings or PredictSettings()
+    settings = (settings or PredictSettings()).for_model(model)
     settings.validate()
     image = np.asarray(image)
     check_volume(image, scale=settings.scale, min_size=min_network_size(model))
     device_ctx = _device_context(settings.device)  # fail early on a missing GPU
 
     img = image
-    if settings.scale is not None:
+    if settings.scale is not None and any(s != 1 for s in settings.scale):
         from scipy import ndimage as ndi
 
         img = ndi.zoom(image, tuple(settings.scale), order=1)
@@ -182,7 +182,7 @@ def predict_network(model, image: np.ndarray, settings: PredictSettings | None =
 
     (x, _axes, axes_net, _div_by, _permute, resizer, n_tiles, _grid, grid_dict, channel,
      predict_direct, tiling_setup) = model._predict_setup(
-        img, None, make_normalizer(settings.norm), n_tiles, _progress, {"verbose": 0})
+        img, None, settings.norm.csbdeep(), n_tiles, _progress, {"verbose": 0})
 
     def run(tile):
         with device_ctx:

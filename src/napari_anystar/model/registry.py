@@ -10,14 +10,13 @@ Three sources, listed in this order:
 
 A model folder is StarDist's own format: ``config.json`` (3D, one input channel),
 ``weights_best.h5`` (or ``weights_last.h5``) and optionally ``thresholds.json``; ours may add
-``anystar.json`` with a ``ray_scale``, a factor on the predicted ray lengths chosen like the
-thresholds on held-out synthetic data (the network's outlines run systematically tight).
+``anystar.json`` with a ray scale and the normalisation the model was trained with (see
+:mod:`.model_settings`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -32,6 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 from napari_anystar._paths import user_config_dir, user_models_dir
 from napari_anystar._tf import stardist_models
+
+from .model_settings import (
+    SETTINGS_FILE,
+    InvalidModelError,
+    check_settings,
+    clear_hashes,
+    file_sha256,
+    model_normalization,
+    model_note,
+    object_diameter,
+    ray_scale,
+)
 
 if TYPE_CHECKING:
     from stardist.models import StarDist3D
@@ -48,9 +59,12 @@ __all__ = [
     "list_models",
     "load_model",
     "model_fingerprint",
+    "model_normalization",
+    "model_note",
     "model_thresholds",
     "notify_models_changed",
     "on_models_changed",
+    "ray_scale",
     "remember_model_folder",
     "resolve_model",
     "validate_model_folder",
@@ -61,8 +75,6 @@ log = logging.getLogger(__name__)
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "as-mix-lite"
-SETTINGS_FILE = "anystar.json"
-RAY_SCALE_RANGE = (0.5, 2.0)
 DEFAULT_THRESHOLDS = (0.5, 0.4)  # StarDist's own defaults when a model has no thresholds.json
 WEIGHT_NAMES = ("weights_best.h5", "weights_last.h5")
 NO_MODELS_MESSAGE = (
@@ -72,10 +84,6 @@ NO_MODELS_MESSAGE = (
 )
 _REMEMBERED_FILE = "model_folders.json"
 _MODEL_CACHE_SIZE = 2  # loaded networks kept in memory (the big one is ~250 MB)
-
-
-class InvalidModelError(ValueError):
-    """A folder that is not a usable StarDist3D model (one-line, user-facing message)."""
 
 
 @dataclass(frozen=True)
@@ -123,22 +131,7 @@ def validate_model_folder(path: str | Path) -> None:
     if "n_rays" not in config and "rays_json" not in config:
         raise InvalidModelError(f"{config_path} is not a StarDist3D configuration (no rays)")
     weights_file(folder)
-    ray_scale(folder)
-
-
-def ray_scale(path: str | Path) -> float:
-    """The factor on predicted ray lengths from ``anystar.json`` (1 without the file)."""
-    settings = Path(path) / SETTINGS_FILE
-    if not settings.is_file():
-        return 1.0
-    try:
-        value = float(json.loads(settings.read_text(encoding="utf-8"))["ray_scale"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise InvalidModelError(f"{settings} needs a number 'ray_scale'") from None
-    if not RAY_SCALE_RANGE[0] <= value <= RAY_SCALE_RANGE[1]:
-        raise InvalidModelError(f"{settings}: ray_scale {value:g} is outside "
-                                f"{RAY_SCALE_RANGE[0]:g}..{RAY_SCALE_RANGE[1]:g}")
-    return value
+    check_settings(folder)
 
 
 def _is_valid(path: Path) -> bool:
@@ -278,18 +271,18 @@ def model_thresholds(entry: ModelEntry) -> tuple[float, float]:
 # --------------------------------------------------------------------------- loading
 _lock = threading.RLock()
 _models: OrderedDict[tuple, Any] = OrderedDict()
-_fingerprints: dict[tuple[Path, int, int], str] = {}
 
 
 def clear_caches() -> None:
     """Forget loaded networks and weight fingerprints (tests; freeing memory)."""
     with _lock:
         _models.clear()
-        _fingerprints.clear()
+    clear_hashes()
 
 
 def load_model(entry: ModelEntry) -> StarDist3D:
-    """The StarDist3D of ``entry`` with its weights, thresholds and ``anystar_ray_scale``.
+    """The StarDist3D of ``entry`` with its weights, thresholds, ``anystar_ray_scale`` and
+    ``anystar_normalization`` (:func:`model_normalization`).
 
     Cached per folder and modification times of the weights, thresholds and settings.
     """
@@ -305,6 +298,8 @@ def load_model(entry: ModelEntry) -> StarDist3D:
             return _models[key]
         model = _load(folder, weights)
         model.anystar_ray_scale = ray_scale(folder)
+        model.anystar_normalization = model_normalization(folder)
+        model.anystar_object_diameter = object_diameter(folder)
         _models[key] = model
         while len(_models) > _MODEL_CACHE_SIZE:
             _models.popitem(last=False)
@@ -329,18 +324,8 @@ def _load(folder: Path, weights: Path) -> StarDist3D:
 
 
 def model_fingerprint(entry: ModelEntry) -> str:
-    """sha256 (hex) of the weights file ``load_model`` uses; cached per (path, mtime, size)."""
-    weights = weights_file(entry.path).resolve()
-    stat = weights.stat()
-    key = (weights, stat.st_mtime_ns, stat.st_size)
-    with _lock:
-        if key not in _fingerprints:
-            digest = hashlib.sha256()
-            with weights.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            _fingerprints[key] = digest.hexdigest()
-        return _fingerprints[key]
+    """sha256 (hex) of the weights file ``load_model`` uses; cached per (path, size, mtime)."""
+    return file_sha256(weights_file(entry.path))
 
 
 # --------------------------------------------------------------------------- events

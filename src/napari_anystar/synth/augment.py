@@ -6,7 +6,9 @@
 
 1. ScaleIntensityd over the whole grid; 2. RandSpatialCropd of a random size between ``size``
    and the grid per axis (``random_size``: the default of MONAI 1.1, the reference's version);
-3. (1) RandZoomd 0.4..1.4, trilinear/nearest, reflect padding, same size;
+3. (1) RandZoomd 0.4..1.4 (``zoom``), trilinear/nearest-exact, reflect padding, same size
+   (torch's legacy ``nearest`` is not centre-aligned with ``trilinear``: it shifted labels
+   about half a voxel per axis against the image; the reference has that flaw);
 4. (1) RandAffined, rotations U(-pi/4, pi/4) per axis, translations U(-16, 16), reflection;
 5. (1) RandBiasFieldd, coefficients U(0, 0.1); 6. (0.25) RandGaussianNoised;
 7. (0.2) RandKSpaceSpikeNoised; 8. (0.8) RandAdjustContrastd;
@@ -25,7 +27,12 @@
     MONAI transform exists for it), ``skimage.util.random_noise`` semantics (variance 0.01,
     Poisson on 2^ceil(log2(#levels)) levels), clipped to [0, 1].
 
-The Compose is built once per process and output size; before each sample it is re-seeded
+With ``spatial=False`` only the intensity steps run on an unchanged, centre-cropped label map
+(held-out volumes with realistic appearance and whole objects, for threshold tuning).
+An optional axial blur (:func:`axial_blur`, a point-spread function longer along one axis, as
+in widefield and confocal stacks) runs before the final noise.
+
+The Compose is built once per process and setting; before each sample it is re-seeded
 from the caller's generator, so a seed fully determines the result. MONAI metadata tracking is
 off while it runs (plain tensors) and a lock serialises callers, the transforms being stateful.
 """
@@ -44,18 +51,27 @@ import torch
 if TYPE_CHECKING:
     from monai.transforms import Compose
 
-__all__ = ["augment", "build_pipeline", "final_noise"]
+__all__ = ["augment", "axial_blur", "build_pipeline", "final_noise"]
 
 FINAL_NOISE_PROB = 0.2
 _MAX_SEED = 2**32  # MONAI's set_random_state range
 _LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=4)
-def build_pipeline(size: int) -> Compose:
+DEFAULT_ZOOM = (0.4, 1.4)
+#: Axial blur: Gaussian sigma (voxels) along the long axis of the point-spread function.
+AXIAL_SIGMA = (0.5, 2.0)
+
+
+@lru_cache(maxsize=8)
+def build_pipeline(
+    size: int, zoom: tuple[float, float] = DEFAULT_ZOOM, spatial: bool = True,
+    aligned: bool = True,
+) -> Compose:
     """The MONAI Compose of A(.) (without the final noise) for a ``size^3`` output."""
     # imported here: monai.transforms takes seconds to import
     from monai.transforms import (
+        CenterSpatialCropd,
         Compose,
         OneOf,
         Rand3DElasticd,
@@ -87,24 +103,32 @@ def build_pipeline(size: int) -> Compose:
         RandRotate90d(both, prob=1.0, max_k=3, spatial_axes=plane)
         for plane in ((0, 1), (0, 2), (1, 2))
     ]
+    intensity = [
+        RandBiasFieldd(image, prob=1.0, coeff_range=(0.0, 0.1)),
+        RandGaussianNoised(image, prob=0.25),
+        RandKSpaceSpikeNoised(image, prob=0.2),
+        RandAdjustContrastd(image, prob=0.8),
+        RandGaussianSmoothd(image, prob=0.8, sigma_x=blur, sigma_y=blur, sigma_z=blur),
+        RandRicianNoised(image, prob=0.2, std=0.05),
+        RandGibbsNoised(image, prob=0.5, alpha=(0.0, 0.5)),
+        RandGaussianSharpend(image, prob=0.25),
+        RandHistogramShiftd(image, prob=0.1),
+    ]
+    if not spatial:
+        return Compose([ScaleIntensityd(image), CenterSpatialCropd(both, (size,) * 3),
+                        *intensity, ScaleIntensityd(image)])
     return Compose(
         [
             ScaleIntensityd(image),
             RandSpatialCropd(both, roi_size=(size,) * 3, random_size=True),
-            RandZoomd(both, prob=1.0, min_zoom=0.4, max_zoom=1.4, mode=("trilinear", "nearest"),
-                      padding_mode="reflect", keep_size=True),
+            RandZoomd(both, prob=1.0, min_zoom=zoom[0], max_zoom=zoom[1],
+                      mode=("trilinear", "nearest-exact" if aligned else "nearest"),
+                      padding_mode="reflect",
+                      keep_size=True),
             RandAffined(both, prob=1.0, rotate_range=(math.pi / 4,) * 3,
                         translate_range=(16,) * 3, mode=("bilinear", "nearest"),
                         padding_mode="reflection"),
-            RandBiasFieldd(image, prob=1.0, coeff_range=(0.0, 0.1)),
-            RandGaussianNoised(image, prob=0.25),
-            RandKSpaceSpikeNoised(image, prob=0.2),
-            RandAdjustContrastd(image, prob=0.8),
-            RandGaussianSmoothd(image, prob=0.8, sigma_x=blur, sigma_y=blur, sigma_z=blur),
-            RandRicianNoised(image, prob=0.2, std=0.05),
-            RandGibbsNoised(image, prob=0.5, alpha=(0.0, 0.5)),
-            RandGaussianSharpend(image, prob=0.25),
-            RandHistogramShiftd(image, prob=0.1),
+            *intensity,
             RandAxisFlipd(both, prob=1.0),
             OneOf(rotate90),
             Rand3DElasticd(both, prob=1.0, sigma_range=(2, 5), magnitude_range=(8, 20),
@@ -135,13 +159,31 @@ def final_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return out
 
 
+def axial_blur(rng: np.random.Generator, image: np.ndarray, prob: float) -> np.ndarray:
+    """With ``prob``, a Gaussian blur of sigma U(:data:`AXIAL_SIGMA`) along one random axis."""
+    if prob <= 0 or rng.uniform() >= prob:
+        return image
+    from scipy.ndimage import gaussian_filter1d
+
+    axis, sigma = int(rng.integers(3)), float(rng.uniform(*AXIAL_SIGMA))
+    return gaussian_filter1d(image, sigma, axis=axis, mode="reflect").astype(np.float32)
+
+
 def augment(
-    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, size: int
+    rng: np.random.Generator,
+    image: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    *,
+    zoom: tuple[float, float] = DEFAULT_ZOOM,
+    spatial: bool = True,
+    axial_blur_prob: float = 0.0,
+    aligned: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A(g(L)), A(L): float32 image in [0, 1] and int32 labels (ids not yet unique), ``size^3``."""
     from monai.data import get_track_meta, set_track_meta
 
-    pipeline = build_pipeline(size)
+    pipeline = build_pipeline(size, tuple(zoom), spatial, aligned)
     data = {
         "image": torch.from_numpy(np.ascontiguousarray(image, np.float32)[None]),
         "label": torch.from_numpy(np.ascontiguousarray(labels, np.float32)[None]),
@@ -155,6 +197,6 @@ def augment(
             out = pipeline(data)
         finally:
             set_track_meta(tracking)
-    img = np.asarray(out["image"][0], dtype=np.float32)
-    img = final_noise(rng, np.clip(np.nan_to_num(img), 0, 1))
+    img = np.clip(np.nan_to_num(np.asarray(out["image"][0], dtype=np.float32)), 0, 1)
+    img = final_noise(rng, axial_blur(rng, img, axial_blur_prob))
     return img, np.rint(np.asarray(out["label"][0])).astype(np.int32)

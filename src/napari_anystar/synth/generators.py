@@ -58,6 +58,10 @@ class SynthSettings:
     pad_choices: tuple[int, ...] = (0, 32, 64, 96)  # density padding per side
     background: str | None = None  # override the generator's background mode
     augment: bool = True  # apply A(.) (False: final = centre crop of g(L), L)
+    augment_spatial: bool = True  # False: only A(.)'s intensity steps, labels left whole
+    zoom_range: tuple[float, float] = (0.4, 1.4)  # RandZoom factors of A(.)
+    axial_blur: float = 0.0  # probability of a blur along one axis (an elongated PSF)
+    aligned_zoom: bool = True  # False: the reference's half-voxel label shift (ablation only)
 
     def validate(self) -> None:
         """Raise ValueError with a one-line, user-facing message if a setting is unusable."""
@@ -86,6 +90,14 @@ class SynthSettings:
                 f"padding choices must be a non-empty list of integers between 0 and "
                 f"{2 * self.grid_size} (2 x grid size), got {pads!r}"
             )
+        zoom = self.zoom_range
+        if (not isinstance(zoom, tuple | list) or len(zoom) != 2
+                or not all(isinstance(z, int | float) for z in zoom)
+                or not 0.1 <= zoom[0] <= zoom[1] <= 4):
+            raise ValueError(
+                f"zoom range must be two numbers 0.1 <= low <= high <= 4, got {zoom!r}")
+        if not isinstance(self.axial_blur, int | float) or not 0 <= self.axial_blur <= 1:
+            raise ValueError(f"axial blur must be a probability in [0, 1], got {self.axial_blur!r}")
         if self.background is not None and self.background not in BACKGROUND_MODES:
             raise ValueError(
                 f"unknown background mode {self.background!r}; "
@@ -151,7 +163,11 @@ def _attempt(generator: str, seed: int, attempt: int, settings: SynthSettings, k
         stages["label_map"] = label_map
         stages["clean_image"] = ((clean - low) / max(high - low, 1e-12)).astype(np.float32)
     if settings.augment:
-        image, aug_labels = augment(rngs[3], clean, label_map, settings.size)
+        image, aug_labels = augment(
+            rngs[3], clean, label_map, settings.size, zoom=tuple(settings.zoom_range),
+            spatial=settings.augment_spatial, axial_blur_prob=float(settings.axial_blur),
+            aligned=settings.aligned_zoom,
+        )
         if keep:
             stages["augmented_image"] = image
             stages["augmented_labels"] = aug_labels.astype(np.uint16)

@@ -121,3 +121,17 @@ def ensure_thresholds(out_dir: Path, base_model: str | None) -> None:
 def finish(out_dir: Path) -> None:
     """Remove the resume state and pool cache of a finished run."""
     shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+
+
+def write_model_settings(out_dir: Path, base_model: str | None, norm,
+                         object_diameter: float | None = None) -> None:
+    """``anystar.json``: the normalisation the model was trained with and the object size of
+    its training data (both read at prediction)."""
+    data: dict[str, Any] = {}
+    if norm is not None:
+        data["normalization"] = norm.to_json()
+    if object_diameter is not None:
+        data["object_diameter"] = object_diameter
+    if base_model is not None:
+        data["fine_tuned_from"] = str(base_model)
+    write_json(out_dir / "anystar.json", data)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_anystar.normalization import ANYSTAR, Normalization
+
 VOLUME_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
 PAIR_SUFFIXES = (("_image", "_labels"), ("_img", "_masks"), ("_image", "_label"))
 
@@ -83,21 +85,17 @@ def read_array(item: np.ndarray | str | Path) -> np.ndarray:
     return np.asarray(nibabel.load(str(path)).get_fdata())
 
 
-def normalize_image(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """Percentile normalisation to about [0, 1], as used for prediction."""
-    x = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(x, (low, high))
-    return ((x - lo) / max(float(hi - lo), 1e-12)).astype(np.float32, copy=False)
-
-
 def _describe(item, index: int) -> str:
     return Path(item).name if isinstance(item, (str, Path)) else f"array #{index + 1}"
 
 
 def load_pairs(
-    images: Sequence[np.ndarray | str | Path], labels: Sequence[np.ndarray | str | Path]
+    images: Sequence[np.ndarray | str | Path],
+    labels: Sequence[np.ndarray | str | Path],
+    norm: Normalization | None = ANYSTAR,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Checked, normalised (image float32, labels int32) pairs; ValueError with one line."""
+    """Checked (image float32, labels int32) pairs, images normalised with ``norm`` (the
+    model's, as at prediction); ValueError with one line."""
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label volumes: they must pair up")
     pairs, n_objects = [], 0
@@ -117,7 +115,8 @@ def load_pairs(
             raise ValueError(f"{what}: image contains NaN or infinite values")
         lbl = lbl.astype(np.int32)
         n_objects += int(lbl.max() > 0)
-        pairs.append((normalize_image(image), lbl))
+        x = np.asarray(image, dtype=np.float32) if norm is None else norm.apply(image)
+        pairs.append((x, lbl))
     if not pairs:
         raise ValueError("no image/label pairs given")
     if n_objects == 0:
@@ -186,3 +185,22 @@ def make_targets(labels: Sequence[np.ndarray], rays, grid: tuple[int, int, int])
     mask = np.maximum(prob, 0)
     dist = np.concatenate([np.stack(dists), mask], axis=-1)
     return prob, dist
+
+
+def mark_fragments(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Labels with every instance under ``min_voxels`` voxels set to -1 (no loss there).
+
+    After A(.) most synthetic instances are slivers cut by crop borders, rotation padding and
+    drop-out holes; as targets they would each get a probability peak and teach the network
+    short rays. As *ignore* they are neither objects nor background.
+    """
+    if min_voxels <= 0 or labels.max() <= 0:
+        return labels
+    counts = np.bincount(np.maximum(labels, 0).ravel())
+    small = np.flatnonzero(counts < min_voxels)
+    small = small[small > 0]
+    if not len(small):
+        return labels
+    out = labels.copy()
+    out[np.isin(labels, small)] = -1
+    return out

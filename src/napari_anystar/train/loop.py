@@ -28,20 +28,23 @@ import contextlib
 import io
 import time
 from collections.abc import Generator
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_anystar.normalization import Normalization
 from napari_anystar.train import checkpoint as ckpt
 from napari_anystar.train.data import load_pairs, make_targets, sample_patch
+from napari_anystar.train.health import distance_mae
+from napari_anystar.train.object_diameter import training_object_diameter
 from napari_anystar.train.pool import VAL_OFFSET, PoolSchedule, SamplePool
 from napari_anystar.train.recipe import Recipe, build_model, make_recipe
 from napari_anystar.train.settings import TrainEvent, TrainSettings
-from napari_anystar.train.stream import BatchStream
-from napari_anystar.train.thresholds import NMS_THRESHOLDS, tune_thresholds
+from napari_anystar.train.stream import BatchStream, SyntheticPrep
+from napari_anystar.train.thresholds import MAX_PAIRS, tune_thresholds, tuning_volumes
 
 
 def _now() -> str:
@@ -94,6 +97,10 @@ class _Record:
     def __init__(self, out: Path, recipe: Recipe, settings: TrainSettings, state: dict | None):
         self.out, self.recipe = out, recipe
         synth = settings.synth_settings
+        if synth is None and recipe.generator is not None:
+            from napari_anystar.synth import SynthSettings
+
+            synth = SynthSettings()
         self.data = {
             "generator": recipe.generator,
             "synthetic_fraction": recipe.synthetic_fraction,
@@ -179,7 +186,8 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
     recipe = make_recipe(settings)
     out = Path(settings.out_dir).expanduser().resolve()
     state = _check_out_dir(out, settings.resume, recipe)
-    pairs = load_pairs(settings.images, settings.labels) if settings.has_real else []
+    norm = None if recipe.normalization is None else Normalization.from_json(recipe.normalization)
+    pairs = load_pairs(settings.images, settings.labels, norm) if settings.has_real else []
     train_idx, val_idx = _split_real(pairs, recipe)
     total, spe = recipe.steps, recipe.steps_per_epoch
     step = state["step"] if state else 0
@@ -202,10 +210,12 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
         ckpt.save_weights(model, out / "weights_last.h5")
         ckpt.save_weights(model, out / "weights_best.h5")
         ckpt.ensure_thresholds(out, recipe.base_model)
+        ckpt.write_model_settings(out, recipe.base_model, norm)
         ckpt.save_state(out, record.state(0))
         record.write(0, "running")
 
     use_synth = recipe.generator is not None and recipe.synthetic_fraction > 0
+    prep = SyntheticPrep(norm, recipe.fragment_ignore)
     pool = schedule = stream = None
     if use_synth:
         schedule = PoolSchedule(recipe.pool_size, recipe.pool_refresh)
@@ -234,7 +244,7 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
             for done in pool.fill(val_ids + train_ids):
                 yield TrainEvent("prepare", step, total, step // spe, done=done, total=n_all,
                                  message="generating synthetic samples")
-            val_volumes += [pool.get(i) for i in val_ids]
+            val_volumes += [prep(*pool.get(i)) for i in val_ids]
             pool.keep_only(train_ids)
         real = [pairs[k] for k in train_idx]
         val_volumes += [pairs[k] for k in (val_idx or ([] if val_volumes else train_idx))]
@@ -255,7 +265,7 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
             start=step, total=total, seed=recipe.seed, batch_size=recipe.batch_size,
             patch=recipe.patch_size, rays=rays, grid=grid,
             synthetic_fraction=recipe.synthetic_fraction if real else 1.0,
-            pool=pool, schedule=schedule, real=real,
+            pool=pool, schedule=schedule, real=real, prepare=prep,
         )
         optimizer = model.keras_model.optimizer
         while step < total:
@@ -276,8 +286,10 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
             yield TrainEvent("step", step, total, (step - 1) // spe, loss=loss, lr=lr, wait_s=wait)
             if step % spe == 0 or step == total:
                 val_loss = _val_loss(model, val_x, val_prob, val_dist, recipe.batch_size)
+                mae, guess_mae = _val_distance_mae(model, val_x, val_dist, recipe.batch_size)
                 entry = {"epoch": len(record.history) + 1, "step": step,
                          "loss": float(np.mean(record.epoch_losses)), "val_loss": val_loss,
+                         "val_dist_mae": mae, "val_dist_mae_constant_guess": guess_mae,
                          "lr": lr, "time": _now()}
                 record.history.append(entry)
                 record.epoch_losses = []
@@ -293,18 +305,23 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
         model.keras_model.load_weights(str(out / "weights_best.h5"))
         thresholds = dict(ckpt.DEFAULT_THRESHOLDS)
         if settings.optimize_thresholds:
-            crops = [_labelled_box(x, y) for x, y in zip(vx, vy, strict=True)]
-            tuner = tune_thresholds(model, [c[0] for c in crops], [c[1] for c in crops])
-            yield TrainEvent("thresholds", step, total, len(record.history), done=0,
-                             total=len(NMS_THRESHOLDS), message="tuning thresholds")
-            while True:
-                try:
-                    done = next(tuner)
-                except StopIteration as stop:
-                    thresholds = stop.value
-                    break
-                yield TrainEvent("thresholds", step, total, len(record.history), done=done,
-                                 total=len(NMS_THRESHOLDS), message="tuning thresholds")
+            if pool is not None:
+                yield TrainEvent("thresholds", step, total, len(record.history), done=0,
+                                 total=1, message="making tuning volumes")
+                crops = tuning_volumes(recipe.generator, recipe.seed, settings.synth_settings)
+            else:
+                crops = [_labelled_box(x, y) for x, y in zip(vx, vy, strict=True)]
+            record.data["threshold_tuning"] = (
+                f"{len(crops)} held-out synthetic volumes, A(.) intensity steps only"
+                if pool is not None else "validation patches")
+            thresholds = yield from _tuning_events(
+                tune_thresholds(model, [c[0] for c in crops], [c[1] for c in crops], norm),
+                TrainEvent("thresholds", step, total, len(record.history),
+                           message="tuning thresholds"), len(crops))
+        if pool is not None and not real:
+            diameter = training_object_diameter(recipe.generator, recipe.seed,
+                                                settings.synth_settings, recipe.fragment_ignore)
+            ckpt.write_model_settings(out, recipe.base_model, norm, diameter)
         ckpt.write_json(out / "thresholds.json", thresholds)
         record.write(step, "finished", thresholds)
         ckpt.finish(out)
@@ -321,6 +338,24 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
     yield TrainEvent("saved", step, total, len(record.history), path=out,
                      message=f"model saved to {out}")
     return out
+
+
+def _tuning_events(tuner, template: TrainEvent, n_volumes: int):
+    """Forward the tuner's progress as "thresholds" events; return its thresholds."""
+    total = n_volumes + MAX_PAIRS
+    while True:
+        try:
+            done = next(tuner)
+        except StopIteration as stop:
+            yield replace(template, done=total, total=total)
+            return stop.value
+        yield replace(template, done=min(done, total - 1), total=total)
+
+
+def _val_distance_mae(model, x: np.ndarray, dist: np.ndarray, batch: int) -> tuple[float, float]:
+    """Validation distance MAE of the network and of a constant guess (voxels)."""
+    pred = model.keras_model.predict(x, batch_size=batch, verbose=0)[1]
+    return distance_mae(pred, dist)
 
 
 def _rays(model):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -52,7 +54,18 @@ class PoolSchedule:
         return list(range(first, first + count)) if self.refresh else []
 
 
-def _worker_init() -> None:
+def _exit_with_parent(parent: int, poll_s: float = 2.0) -> None:
+    """Stop this worker once its parent process is gone (a killed run must not leave
+    workers generating its queued samples)."""
+    while True:
+        time.sleep(poll_s)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _worker_init(parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="anystar-parent-watch").start()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
@@ -84,7 +97,8 @@ class SamplePool:
         self._executor = None
         if workers > 0:
             self._executor = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
 
     def _seed(self, index: int) -> int:

@@ -9,11 +9,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_anystar.normalization import ANYSTAR, Normalization
 from napari_anystar.train.configs import CONFIGS, FINETUNE_LR_FACTOR, get_config
 from napari_anystar.train.settings import TrainSettings
 
 FINETUNE_DEFAULT_STEPS = 1000
 FINETUNE_DEFAULT_PATCH = 64
+#: Synthetic instances under this many voxels (a sphere of 5.8 voxels across, half the
+#: object size the network is run at) are ignored in the targets, not taught as objects.
+FRAGMENT_IGNORE_VOXELS = 100
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class Recipe:
     val_samples: int
     val_fraction: float
     seed: int
+    fragment_ignore: int        # synthetic instances under this many voxels: ignore (0: off)
+    normalization: dict | None  # the Normalization applied to training images (None: as made)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,13 +119,29 @@ def make_recipe(settings: TrainSettings) -> Recipe:
     if values["patch_size"] % divisor:
         raise ValueError(f"patch size {values['patch_size']} must be a multiple of {divisor}")
     values["steps_per_epoch"] = min(values["steps_per_epoch"], values["steps"])
+    if settings.fragment_ignore is not None:
+        fragment_ignore = int(settings.fragment_ignore)
+    else:
+        fragment_ignore = FRAGMENT_IGNORE_VOXELS if settings.base_model is None else 0
+    norm = training_normalization(settings) if settings.normalize else None
     return Recipe(
+        fragment_ignore=fragment_ignore,
+        normalization=None if norm is None else norm.to_json(),
         generator=settings.generator,
         synthetic_fraction=settings.fraction(),
         val_fraction=settings.val_fraction,
         seed=int(settings.seed),
         **values,
     )
+
+
+def training_normalization(settings: TrainSettings) -> Normalization:
+    """A new model's :data:`ANYSTAR`; a fine-tuned model keeps its base model's normalisation."""
+    if settings.base_model is None:
+        return ANYSTAR
+    from napari_anystar.model.registry import model_normalization
+
+    return model_normalization(resolve_base_model(settings.base_model))
 
 
 def _divisor(config: dict[str, Any]) -> int:

@@ -44,6 +44,8 @@ class TrainSettings:
     workers: int = 1                      # processes generating synthetic samples (0: in-thread)
     synth_settings: Any = None            # napari_anystar.synth.SynthSettings or None
     optimize_thresholds: bool = True      # tune prob/NMS thresholds on validation data at the end
+    fragment_ignore: int | None = None    # synthetic instances under N voxels: no loss (0: off)
+    normalize: bool = True                # apply the model's normalisation to training images
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored in training.json
 
     @property
@@ -98,6 +100,8 @@ class TrainSettings:
             raise ValueError(f"pool refresh must be 0 (never) or more, got {self.pool_refresh}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        if self.fragment_ignore is not None and self.fragment_ignore < 0:
+            raise ValueError(f"fragment size must be 0 (off) or more, got {self.fragment_ignore}")
         if self.workers < 0:
             raise ValueError(f"workers must be 0 or more, got {self.workers}")
         if self.synth_settings is not None:

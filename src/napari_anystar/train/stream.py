@@ -10,15 +10,30 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from napari_anystar.train.data import make_targets, sample_patch
+from napari_anystar.normalization import Normalization
+from napari_anystar.train.data import make_targets, mark_fragments, sample_patch
 from napari_anystar.train.pool import PoolSchedule, SamplePool
 
 Batch = tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]
 
 _LOOKAHEAD_SAMPLES = 4  # new pool samples requested ahead of need
+
+
+@dataclass(frozen=True)
+class SyntheticPrep:
+    """What a synthetic sample gets before patching: the model's normalisation, fragments
+    marked as ignore."""
+
+    norm: Normalization | None = None
+    fragment_ignore: int = 0
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image = image if self.norm is None else self.norm.apply(image)
+        return image, mark_fragments(labels.astype(np.int32, copy=False), self.fragment_ignore)
 
 
 class BatchStream:
@@ -38,12 +53,14 @@ class BatchStream:
         pool: SamplePool | None,
         schedule: PoolSchedule | None,
         real: Sequence[tuple[np.ndarray, np.ndarray]],
+        prepare: SyntheticPrep | None = None,
         prefetch: int = 3,
     ) -> None:
         self.start, self.total, self.seed = start, total, seed
         self.batch_size, self.patch, self.rays, self.grid = batch_size, patch, rays, grid
         self.fraction = synthetic_fraction
         self.pool, self.schedule, self.real = pool, schedule, list(real)
+        self.prepare = prepare or SyntheticPrep()
         self.wait_s = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -58,7 +75,7 @@ class BatchStream:
         for _ in range(self.batch_size):
             synthetic = self.pool is not None and (not self.real or rng.random() < self.fraction)
             if synthetic:
-                image, labels = self.pool.get(current[rng.integers(len(current))])
+                image, labels = self.prepare(*self.pool.get(current[rng.integers(len(current))]))
             else:
                 image, labels = self.real[rng.integers(len(self.real))]
             x, y = sample_patch(image, labels, self.patch, rng, permute_all_axes=synthetic)

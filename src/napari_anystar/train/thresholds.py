@@ -1,53 +1,86 @@
-"""Probability/NMS threshold tuning on validation volumes (StarDist's own optimiser).
+"""Probability/NMS threshold tuning of a freshly trained model on held-out volumes.
 
-Same procedure as ``StarDist3D.optimize_thresholds`` (golden-section search of the
-probability threshold for each NMS threshold, maximising mean matching accuracy over
-IoU 0.3/0.5/0.7), split per NMS value so progress can be reported and the run cancelled.
-The probability bracket is StarDist's (half the maximum to the maximum), raised where
-needed so at most :data:`MAX_CANDIDATE_SHARE` of the grid points are NMS candidates.
+The network runs once per volume through the plugin's own prediction path
+(:func:`~napari_anystar.model.predict.predict_network`, the model's normalisation); the
+threshold pairs are then searched on the cached candidates
+(:func:`~napari_anystar.analysis.tuning.tune_thresholds_on_outputs`), maximising the same
+pooled mean accuracy over IoU 0.1 ... 0.9 that every benchmark reports. For a synthetic run
+the volumes are :func:`tuning_volumes`: no real image ever chooses a model's thresholds.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
-NMS_THRESHOLDS = (0.3, 0.4, 0.5)
-IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+from napari_anystar.analysis.tuning import (
+    NMS_GRID,
+    PROB_GRID,
+    PROB_REFINE,
+    tune_thresholds_on_outputs,
+)
+from napari_anystar.normalization import Normalization
+
+#: Held-out synthetic tuning volumes: how many, their edge length, their seed-series offset.
+TUNING_VOLUMES = 8
+TUNING_SIZE = 96
+TUNING_OFFSET = 2_000_000_000
+#: Normalisation of a recipe that records none: its [0, 1] images as made (min-max).
+AS_MADE = Normalization(0.0, 100.0, clip=False)
 #: The search never tries probability thresholds that keep more than this share of the
 #: grid points as candidates (a badly trained network would make NMS take minutes).
 MAX_CANDIDATE_SHARE = 0.05
+#: Most threshold pairs the search tries (the progress total after the volumes).
+MAX_PAIRS = len(NMS_GRID) * len(PROB_GRID) + len(PROB_REFINE)
+
+
+def tuning_volumes(generator: str, seed: int, synth_settings) -> list[tuple[np.ndarray,
+                                                                              np.ndarray]]:
+    """Held-out synthetic (image, labels) for threshold tuning, made with A(.)'s intensity
+    steps only: realistic noise and contrast, but whole objects (after the spatial steps most
+    instances are slivers, which would make every threshold look bad) and no crop border
+    inside a network window."""
+    from napari_anystar.synth import SynthSettings, generate, sample_seed
+
+    base = synth_settings or SynthSettings()
+    settings = replace(base, size=min(TUNING_SIZE, base.grid_size), augment_spatial=False)
+    return [
+        (sample.image, sample.labels.astype(np.int32))
+        for sample in (generate(generator, sample_seed(seed, TUNING_OFFSET + j), settings)
+                       for j in range(TUNING_VOLUMES))
+    ]
 
 
 def tune_thresholds(
-    model, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, maxiter: int = 8
+    model, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+    norm: Normalization | None,
 ) -> Generator[int, None, dict[str, float]]:
-    """Yield the number of NMS values done; return ``{"prob": p, "nms": n}`` with p, n in (0, 1)."""
-    from stardist.utils import optimize_threshold
+    """Yield progress (volumes predicted, then pairs tried); return ``{"prob", "nms"}``.
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        predictions = [
-            model.predict(x, n_tiles=model._guess_n_tiles(x), show_tile_progress=False)[:2]
-            for x in images
-        ]
-    all_probs = np.concatenate([p.ravel() for p, _ in predictions])
-    max_prob = float(all_probs.max())
-    low = max(max_prob / 2, float(np.quantile(all_probs, 1 - MAX_CANDIDATE_SHARE)))
-    bracket = (min(low, 0.99 * max_prob), max_prob)
-    best = (-np.inf, 0.5, 0.4)
-    labels = [np.maximum(y, 0).astype(np.int32) for y in labels]
-    for done, nms in enumerate(NMS_THRESHOLDS, start=1):
-        if max_prob > 0:
-            with contextlib.redirect_stdout(io.StringIO()):
-                prob, score = optimize_threshold(
-                    labels, predictions, model=model, nms_thresh=nms,
-                    iou_threshs=list(IOU_THRESHOLDS), bracket=bracket, maxiter=maxiter, verbose=0,
-                )
-            if score > best[0]:
-                best = (score, float(np.clip(prob, *bracket)), nms)
+    ``norm`` is the model's normalisation (None: images as made). Normalising an already
+    normalised image again changes nothing, so the images may come either way.
+    """
+    from napari_anystar._generators import result_of
+    from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.predict import PredictSettings, predict_network
+
+    settings = PredictSettings(norm=norm or AS_MADE)
+    solvers = []
+    for done, image in enumerate(images, start=1):
+        solvers.append(InstanceSolver(result_of(predict_network(model, image, settings)), model))
         yield done
-    prob = float(np.clip(best[1], 1e-3, 0.999))
-    return {"prob": prob, "nms": float(best[2])}
+    truth = [np.maximum(y, 0).astype(np.int32) for y in labels]
+    probs = np.concatenate([s.output.prob.ravel() for s in solvers])
+    floor = min(float(np.quantile(probs, 1 - MAX_CANDIDATE_SHARE)), max(PROB_GRID))
+    search = tune_thresholds_on_outputs([s.labels for s in solvers], truth,
+                                        min_prob=max(floor, solvers[0].output.min_prob))
+    while True:
+        try:
+            tried = next(search)
+        except StopIteration as stop:
+            choice = stop.value
+            break
+        yield len(images) + tried
+    return {"prob": float(np.clip(choice.prob, 1e-3, 0.999)), "nms": float(choice.nms)}

@@ -1,0 +1,210 @@
+"""Train recipe variants under one fixed budget and score them side by side.
+
+Every variant trains the ``lite`` network from scratch with the same steps, seed, batch and
+learning-rate schedule; only its recipe differs (issue 11's fixes alone and together, a faster
+pool refresh, and two appearance/size ideas). Each trained model is then scored on:
+
+* ``synthetic``: clean held-out AS-Mix volumes (no A(.), 128^3, so StarDist's border rule
+  drops almost nothing), the model's own thresholds, mean accuracy over IoU 0.1-0.9;
+* ``dist_mae`` / ``dist_mae_guess``: validation distance MAE of the last epoch and of a
+  constant guess (``train.health``);
+* ``real_default``: real volumes (``--data``) at raw voxels with the model's own
+  (synthetic-only) thresholds (the scale policy is measured on the final model only, with
+  ``bench_real.py``: its Suggest rounds would dominate the cost here);
+* ``real_tuned``: the same network outputs with thresholds tuned on the real folder.
+
+Variants trained without the normalisation fix record none, so they are scored with the
+earlier prediction default (``LEGACY``), as before; ``current`` is also scored with
+``ANYSTAR`` (``current_norm_fix``): the normalisation fix alone needs no retraining.
+
+Usage: python benchmarks/ablate.py --out RUNS_DIR [--steps 1000] [--data DIR] [--train-only]
+       [--eval-only] [--variants NAME ...] [--score NAME=MODEL_DIR ...]
+Prints one table (stderr) and one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from napari_anystar._generators import result_of
+
+#: name -> (TrainSettings overrides, SynthSettings overrides)
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "current": ({"fragment_ignore": 0, "normalize": False, "pool_refresh": 20},
+                {"aligned_zoom": False}),
+    "aligned": ({"fragment_ignore": 0, "normalize": False, "pool_refresh": 20}, {}),
+    "fragments": ({"normalize": False, "pool_refresh": 20}, {"aligned_zoom": False}),
+    "fixes": ({"pool_refresh": 20}, {}),
+    "fixes_refresh": ({"pool_refresh": 2}, {}),
+    "fixes_refresh_axial": ({"pool_refresh": 2}, {"axial_blur": 0.3}),
+    "fixes_refresh_small": ({"pool_refresh": 2}, {"zoom_range": (0.4, 0.9)}),
+}
+SYNTH_SEEDS = 9300
+SYNTH_VOLUMES = 6
+POOL_SIZE = 64
+TUNE_MIN_PROB = 0.2
+
+
+def train_variant(name: str, out: Path, steps: int, seed: int) -> Path:
+    from napari_anystar.synth import SynthSettings
+    from napari_anystar.train import TrainSettings, train
+
+    train_kw, synth_kw = VARIANTS[name]
+    folder = out / name
+    if (folder / "training.json").is_file() and \
+            json.loads((folder / "training.json").read_text())["status"] == "finished":
+        return folder
+    settings = TrainSettings(
+        out_dir=folder, config="lite", generator="as-mix", steps=steps, seed=seed,
+        steps_per_epoch=min(200, steps), val_samples=8, pool_size=POOL_SIZE, workers=1,
+        resume=folder.exists(), synth_settings=SynthSettings(**synth_kw),
+        optimize_thresholds=False, **train_kw,
+    )
+    start = time.perf_counter()
+    for event in train(settings):
+        if event.kind == "epoch":
+            print(f"{name}: step {event.step} val_loss {event.val_loss:.4f}", file=sys.stderr,
+                  flush=True)
+    print(f"{name}: trained in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return folder
+
+
+def synthetic_score(model, norm, prob: float, nms: float) -> float:
+    from napari_anystar.analysis import pooled_scores
+    from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.predict import PredictSettings, predict_network
+    from napari_anystar.synth import SynthSettings, generate
+
+    settings = SynthSettings(size=128, augment=False)
+    truth, predicted = [], []
+    for j in range(SYNTH_VOLUMES):
+        sample = generate("as-mix", SYNTH_SEEDS + j, settings)
+        output = result_of(predict_network(model, sample.image, PredictSettings(norm=norm)))
+        truth.append(sample.labels.astype(np.int32))
+        predicted.append(InstanceSolver(output, model).labels(prob, nms))
+    return pooled_scores(truth, predicted).mean("accuracy")
+
+
+def real_scores(model, norm, prob: float, nms: float, pairs) -> dict:
+    """Raw voxels (where the default scale policy starts), the model's own thresholds and
+    thresholds tuned on the folder (probabilities from :data:`TUNE_MIN_PROB`, and none that
+    keeps more than ``MAX_CANDIDATE_SHARE`` of the grid points: they only make a weak
+    variant's NMS take minutes)."""
+    from napari_anystar.analysis import pooled_scores, tune_thresholds_on_outputs
+    from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.predict import PredictSettings, predict_network
+    from napari_anystar.train.thresholds import MAX_CANDIDATE_SHARE
+
+    truth = [labels for _, _, labels in pairs]
+    solvers = [InstanceSolver(result_of(predict_network(model, image, PredictSettings(norm=norm))),
+                              model) for _, image, _ in pairs]
+    own = pooled_scores(truth, [s.labels(prob, nms) for s in solvers])
+    probs = np.concatenate([s.output.prob.ravel() for s in solvers])
+    floor = max(TUNE_MIN_PROB, float(np.quantile(probs, 1 - MAX_CANDIDATE_SHARE)))
+    tuned = result_of(tune_thresholds_on_outputs([s.labels for s in solvers], truth,
+                                                 min_prob=min(floor, 0.9)))
+    return {"real_default": round(own.mean("accuracy"), 4),
+            "real_default_f1_at_0.5": round(own.f1[4], 4),
+            "real_tuned": round(tuned.objective, 4),
+            "real_tuned_thresholds": [round(tuned.prob, 3), tuned.nms]}
+
+
+def synthetic_thresholds(model, norm, folder: Path) -> tuple[float, float]:
+    """Thresholds chosen as training chooses them: on held-out synthetic tuning volumes."""
+    from napari_anystar.synth import SynthSettings
+    from napari_anystar.train.thresholds import tune_thresholds, tuning_volumes
+
+    record = json.loads((folder / "training.json").read_text())
+    synth = SynthSettings(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in record["data"]["synth_settings"].items()})
+    volumes = tuning_volumes(record["recipe"]["generator"], record["seed"], synth)
+    chosen = result_of(tune_thresholds(model, [v[0] for v in volumes],
+                                       [v[1] for v in volumes], norm))
+    return chosen["prob"], chosen["nms"]
+
+
+def evaluate(folder: Path, pairs, norm_override=None) -> dict:
+    from napari_anystar.model.registry import load_model, resolve_model
+
+    model = load_model(resolve_model(str(folder)))
+    norm = norm_override or model.anystar_normalization
+    prob, nms = synthetic_thresholds(model, norm, folder)
+    last = json.loads((folder / "training.json").read_text())["epochs"][-1]
+    row = {"prob": round(prob, 3), "nms": nms, "norm": norm.describe(),
+           "dist_mae": round(last["val_dist_mae"], 3),
+           "dist_mae_guess": round(last["val_dist_mae_constant_guess"], 3),
+           "synthetic": round(synthetic_score(model, norm, prob, nms), 4)}
+    if pairs:
+        row.update(real_scores(model, norm, prob, nms, pairs))
+    return row
+
+
+def cached_row(folder: Path, file_name: str, compute) -> dict:
+    """A variant's scores, computed once and kept in its folder (reruns only assemble)."""
+    path = folder / file_name
+    if path.is_file():
+        return json.loads(path.read_text())
+    row = compute()
+    path.write_text(json.dumps(row))
+    print(json.dumps({folder.name: row}), file=sys.stderr, flush=True)
+    return row
+
+
+def print_table(rows: dict[str, dict]) -> None:
+    cols = ("synthetic", "dist_mae", "dist_mae_guess", "real_default", "real_tuned")
+    print("| variant | " + " | ".join(cols) + " |", file=sys.stderr)
+    print("|---" * (len(cols) + 1) + "|", file=sys.stderr)
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(str(row.get(c, "-")) for c in cols) + " |",
+              file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, type=Path, help="folder for the variants' models")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps per variant")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, help="real *_image.tif/*_labels.tif folder (optional)")
+    ap.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS))
+    ap.add_argument("--score", nargs="+", default=(), metavar="NAME=DIR",
+                    help="also score these trained model folders (e.g. the full-length run)")
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--eval-only", action="store_true")
+    args = ap.parse_args(argv)
+
+    for name in args.variants if not args.eval_only else ():
+        train_variant(name, args.out, args.steps, args.seed)
+    if args.train_only:
+        return 0
+    from bench_real import read_pairs
+    from napari_anystar.normalization import ANYSTAR
+
+    pairs = read_pairs(args.data) if args.data else []
+    rows = {}
+    for name in args.variants:
+        rows[name] = cached_row(args.out / name, "ablation.json",
+                                lambda n=name: evaluate(args.out / n, pairs))
+        if name == "current":
+            rows["current_norm_fix"] = cached_row(
+                args.out / name, "ablation_norm_fix.json",
+                lambda n=name: evaluate(args.out / n, pairs, ANYSTAR))
+    for item in args.score:
+        name, _, folder = item.partition("=")
+        rows[name] = cached_row(Path(folder), "ablation.json",
+                                lambda f=folder: evaluate(Path(f), pairs))
+    print_table(rows)
+    print(json.dumps({"steps": args.steps, "seed": args.seed, "variants": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

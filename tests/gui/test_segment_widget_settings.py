@@ -59,6 +59,12 @@ def test_default_scale_is_auto_and_the_boxes_show_the_scale_used(
     reference = _reference(entry, image, PredictSettings(scale=expected.scale))
     np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
     assert errors == [] and warnings == []
+    # a second Run on the same volume reuses the chosen scale and the network output
+    stages.clear()
+    layer = _run(qtbot, widget)
+    assert [s for s in stages if s[0] == "size"] == []
+    assert layer.metadata["scale"] == expected.scale
+    np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
 
 
 def test_auto_scale_falls_back_with_a_warning(qtbot, make_napari_viewer, entry, errors,

@@ -67,17 +67,23 @@ def network_job(
     auto_scaled: bool = False,
 ) -> Generator[Progress, None, RunResult]:
     """Network output (cached or computed) + labels; with ``auto_scaled``, at the scale
-    :func:`auto_scale` chooses first."""
+    :func:`auto_scale` chooses first (once per volume, model, normalisation and thresholds:
+    the choice is kept in ``cache.auto_scales``)."""
     model = load_model(entry)
     settings = settings.for_model(model)
+    sha256 = model_fingerprint(entry)
+    data_fp = data_fingerprint(image)
     choice = None
     if auto_scaled:
-        choice = yield from staged("size", auto_scale(model, image, settings, *thresholds))
+        auto_key = (data_fp, sha256, settings.norm, tuple(thresholds))
+        choice = cache.auto_scales.get(auto_key)
+        if choice is None:
+            choice = yield from staged("size", auto_scale(model, image, settings, *thresholds))
+            cache.auto_scales[auto_key] = choice
         settings = replace(settings, scale=choice.scale)
-    sha256 = model_fingerprint(entry)
     # the ray scale is applied to the network output, so it is part of what is cached
     ray_scale = getattr(model, "anystar_ray_scale", 1.0)
-    key = make_key(data_fingerprint(image), f"{sha256} x{ray_scale:g}", settings)
+    key = make_key(data_fp, f"{sha256} x{ray_scale:g}", settings)
     hit = cache.get(key)
     if hit is None:
         # closing this job closes predict_network too: it stops at the next tile

@@ -56,6 +56,10 @@ class PredictionCache:
         self.max_entries = int(max_entries)
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[CacheKey, tuple[NetworkOutput, InstanceSolver]] = OrderedDict()
+        #: Scales the *auto* policy chose, by (data, model, normalisation, thresholds): a
+        #: repeated Run on the same volume skips the Suggest rounds (small values, unbounded
+        #: in bytes but one per volume and setting).
+        self.auto_scales: dict[tuple, object] = {}
         self.hits = 0
         self.misses = 0
 

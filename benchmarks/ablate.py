@@ -102,16 +102,15 @@ def real_scores(model, norm, prob: float, nms: float, pairs) -> dict:
     from napari_anystar.analysis import pooled_scores, tune_thresholds_on_outputs
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.predict import PredictSettings, predict_network
-    from napari_anystar.train.thresholds import MAX_CANDIDATE_SHARE
+    from napari_anystar.train.thresholds import candidate_floor
 
     truth = [labels for _, _, labels in pairs]
     solvers = [InstanceSolver(result_of(predict_network(model, image, PredictSettings(norm=norm))),
                               model) for _, image, _ in pairs]
     own = pooled_scores(truth, [s.labels(prob, nms) for s in solvers])
-    probs = np.concatenate([s.output.prob.ravel() for s in solvers])
-    floor = max(TUNE_MIN_PROB, float(np.quantile(probs, 1 - MAX_CANDIDATE_SHARE)))
-    tuned = result_of(tune_thresholds_on_outputs([s.labels for s in solvers], truth,
-                                                 min_prob=min(floor, 0.9)))
+    tuned = result_of(tune_thresholds_on_outputs(
+        [s.labels for s in solvers], truth,
+        min_prob=max(TUNE_MIN_PROB, candidate_floor(solvers))))
     return {"real_default": round(own.mean("accuracy"), 4),
             "real_default_f1_at_0.5": round(own.f1[4], 4),
             "real_tuned": round(tuned.objective, 4),

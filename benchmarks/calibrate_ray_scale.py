@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from napari_anystar.model import registry
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.predict import predict_network
-    from napari_anystar.synth import SynthSettings, generate
-    from napari_anystar.train.thresholds import TUNING_SIZE
+    from napari_anystar.synth import generate
+    from napari_anystar.train.thresholds import TUNING_SIZE, tuning_settings
 
     entry = registry.resolve_model(args.model) if args.model else registry.default_model()
     if entry is None:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     model = registry.load_model(entry)
     prob, nms = registry.model_thresholds(entry)
     current = registry.ray_scale(entry.path)
-    settings = SynthSettings(size=TUNING_SIZE, augment_spatial=False)
+    settings = tuning_settings(None)
     samples = [generate(args.generator, args.seed + i, settings) for i in range(args.n)]
     outputs = [result_of(predict_network(model, sample.image)) for sample in samples]
     truth = [s.labels.astype(np.int32) for s in samples]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TypeVar
 
 T = TypeVar("T")
+P = TypeVar("P")
+Q = TypeVar("Q")
 
 
 def result_of(gen: Generator[object, None, T]) -> T:
@@ -15,3 +17,17 @@ def result_of(gen: Generator[object, None, T]) -> T:
             next(gen)
     except StopIteration as stop:
         return stop.value
+
+
+def mapped(gen: Generator[P, None, T], progress: Callable[[P], Q]) -> Generator[Q, None, T]:
+    """``gen`` with each yielded progress passed through ``progress``; the same return value.
+    Closing this closes ``gen``."""
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield progress(item)
+    finally:
+        gen.close()

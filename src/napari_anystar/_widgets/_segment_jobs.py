@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from napari_anystar._generators import mapped
 from napari_anystar._widgets._segment_output import count_objects
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
@@ -46,15 +47,7 @@ class RunResult:
 def staged(stage: str, job: Generator[tuple[int, int], None, T]) -> Generator[Progress, None, T]:
     """``job`` with its ``(done, total)`` progress tagged ``(stage, done, total)``; closing
     this closes ``job``."""
-    try:
-        while True:
-            try:
-                done, total = next(job)
-            except StopIteration as stop:
-                return stop.value
-            yield stage, done, total
-    finally:
-        job.close()
+    return (yield from mapped(job, lambda progress: (stage, *progress)))
 
 
 def network_job(

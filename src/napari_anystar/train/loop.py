@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_anystar._generators import mapped
 from napari_anystar.normalization import Normalization
 from napari_anystar.train import checkpoint as ckpt
 from napari_anystar.train.data import load_pairs, make_targets, sample_patch
@@ -343,13 +344,10 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
 def _tuning_events(tuner, template: TrainEvent, n_volumes: int):
     """Forward the tuner's progress as "thresholds" events; return its thresholds."""
     total = n_volumes + MAX_PAIRS
-    while True:
-        try:
-            done = next(tuner)
-        except StopIteration as stop:
-            yield replace(template, done=total, total=total)
-            return stop.value
-        yield replace(template, done=min(done, total - 1), total=total)
+    thresholds = yield from mapped(
+        tuner, lambda done: replace(template, done=min(done, total - 1), total=total))
+    yield replace(template, done=total, total=total)
+    return thresholds
 
 
 def _val_distance_mae(model, x: np.ndarray, dist: np.ndarray, batch: int) -> tuple[float, float]:

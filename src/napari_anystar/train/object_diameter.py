@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_anystar.model.object_size import weighted_median
 from napari_anystar.train.data import mark_fragments
 
 #: Held-out samples measured, and their seed-series offset.
@@ -27,9 +28,7 @@ def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
 
 def volume_weighted_median(diameters: np.ndarray) -> float:
     """Median of the diameters, each instance weighted by its volume."""
-    order = np.sort(diameters)
-    cumulative = np.cumsum(order**3)
-    return float(order[np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+    return float(weighted_median(diameters[:, None], diameters**3)[0])
 
 
 def training_object_diameter(generator: str, seed: int, synth_settings,

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from napari_anystar._generators import mapped, result_of
 from napari_anystar.analysis.tuning import (
     NMS_GRID,
     PROB_GRID,
@@ -36,16 +37,31 @@ MAX_CANDIDATE_SHARE = 0.05
 MAX_PAIRS = len(NMS_GRID) * len(PROB_GRID) + len(PROB_REFINE)
 
 
+def candidate_floor(solvers) -> float:
+    """Lowest probability threshold worth searching: the one that keeps at most
+    :data:`MAX_CANDIDATE_SHARE` of the grid points as NMS candidates (at most the search's
+    highest grid value)."""
+    probs = np.concatenate([s.output.prob.ravel() for s in solvers])
+    return min(float(np.quantile(probs, 1 - MAX_CANDIDATE_SHARE)), max(PROB_GRID))
+
+
+def tuning_settings(synth_settings):
+    """Settings of held-out tuning volumes: A(.)'s intensity steps only, :data:`TUNING_SIZE`."""
+    from napari_anystar.synth import SynthSettings
+
+    base = synth_settings or SynthSettings()
+    return replace(base, size=min(TUNING_SIZE, base.grid_size), augment_spatial=False)
+
+
 def tuning_volumes(generator: str, seed: int, synth_settings) -> list[tuple[np.ndarray,
                                                                               np.ndarray]]:
     """Held-out synthetic (image, labels) for threshold tuning, made with A(.)'s intensity
     steps only: realistic noise and contrast, but whole objects (after the spatial steps most
     instances are slivers, which would make every threshold look bad) and no crop border
     inside a network window."""
-    from napari_anystar.synth import SynthSettings, generate, sample_seed
+    from napari_anystar.synth import generate, sample_seed
 
-    base = synth_settings or SynthSettings()
-    settings = replace(base, size=min(TUNING_SIZE, base.grid_size), augment_spatial=False)
+    settings = tuning_settings(synth_settings)
     return [
         (sample.image, sample.labels.astype(np.int32))
         for sample in (generate(generator, sample_seed(seed, TUNING_OFFSET + j), settings)
@@ -62,7 +78,6 @@ def tune_thresholds(
     ``norm`` is the model's normalisation (None: images as made). Normalising an already
     normalised image again changes nothing, so the images may come either way.
     """
-    from napari_anystar._generators import result_of
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.predict import PredictSettings, predict_network
 
@@ -72,15 +87,8 @@ def tune_thresholds(
         solvers.append(InstanceSolver(result_of(predict_network(model, image, settings)), model))
         yield done
     truth = [np.maximum(y, 0).astype(np.int32) for y in labels]
-    probs = np.concatenate([s.output.prob.ravel() for s in solvers])
-    floor = min(float(np.quantile(probs, 1 - MAX_CANDIDATE_SHARE)), max(PROB_GRID))
-    search = tune_thresholds_on_outputs([s.labels for s in solvers], truth,
-                                        min_prob=max(floor, solvers[0].output.min_prob))
-    while True:
-        try:
-            tried = next(search)
-        except StopIteration as stop:
-            choice = stop.value
-            break
-        yield len(images) + tried
+    search = tune_thresholds_on_outputs(
+        [s.labels for s in solvers], truth,
+        min_prob=max(candidate_floor(solvers), solvers[0].output.min_prob))
+    choice = yield from mapped(search, lambda tried: len(images) + tried)
     return {"prob": float(np.clip(choice.prob, 1e-3, 0.999)), "nms": float(choice.nms)}

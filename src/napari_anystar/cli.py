@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from napari_anystar import __version__
 from napari_anystar._cli.common import UserError
 
-SUBCOMMANDS = ("synth", "segment", "train", "models")
+SUBCOMMANDS = ("synth", "segment", "train", "models", "measure", "evaluate", "timeseries")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ class RunResult:
     solver: InstanceSolver
     labels: np.ndarray
     n_objects: int
+    object_prob: np.ndarray  # the network's probability per label id (index 0 unused)
     model_sha256: str
     cached: bool
     settings: PredictSettings  # as run: the scale used, the normalisation resolved
@@ -85,8 +86,9 @@ def network_job(
         cache.put(key, output, solver)
     else:
         output, solver = hit
-    labels, n_objects = solve(solver, *thresholds)
-    return RunResult(output, solver, labels, n_objects, sha256, hit is not None, settings, choice)
+    labels, n_objects, object_prob = solve(solver, *thresholds)
+    return RunResult(output, solver, labels, n_objects, object_prob, sha256, hit is not None,
+                     settings, choice)
 
 
 def scale_job(
@@ -158,14 +160,16 @@ class SolveLock:
 _SOLVE_LOCK = SolveLock()
 
 
-def solve(solver: InstanceSolver, prob: float, nms: float) -> tuple[np.ndarray, int]:
-    """Labels for one threshold pair and their number of objects.
+def solve(solver: InstanceSolver, prob: float, nms: float
+          ) -> tuple[np.ndarray, int, np.ndarray]:
+    """Labels for one threshold pair, their number of objects and each one's probability.
 
     Serialised: a run reusing a cached solver may overlap a slider's solve on the same one.
     """
     with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
-    return labels, count_objects(labels)
+        object_prob = solver.object_probabilities(prob, nms, labels)
+    return labels, count_objects(labels), object_prob
 
 
 def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:

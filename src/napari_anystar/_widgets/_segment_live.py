@@ -21,7 +21,8 @@ class LiveThresholds(QObject):
     only the result of the newest request for the current target is emitted.
     """
 
-    solved = Signal(object, object, int, float, float)  # target, labels, n_objects, prob, nms
+    #: target, labels, n_objects, object probabilities, prob, nms
+    solved = Signal(object, object, int, object, float, float)
     failed = Signal(object)  # the exception
 
     def __init__(

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from napari_anystar.model.predict import PredictSettings
 
 
+#: Labels-layer metadata key: the network's probability per label id (index 0 unused).
+OBJECT_PROBABILITY = "object_probability"
+
+
 @dataclass
 class RunRecord:
     """A run's inputs, kept to place and describe its output layers."""
@@ -122,10 +126,14 @@ def probability_transform(
     return placed
 
 
-def show_labels(viewer: Any, run: RunRecord, labels: np.ndarray, n_objects: int, prob: float,
-                nms: float) -> Any:
-    """Our labels layer of ``run``, with these thresholds' labels and metadata."""
-    metadata = {**run.metadata, "prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects}
+def show_labels(viewer: Any, run: RunRecord, labels: np.ndarray, n_objects: int,
+                object_prob: np.ndarray, prob: float, nms: float) -> Any:
+    """Our labels layer of ``run``, with these thresholds' labels and metadata.
+
+    ``metadata["object_probability"][i]`` is the network's probability of object ``i``.
+    """
+    metadata = {**run.metadata, "prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects,
+                OBJECT_PROBABILITY: object_prob}
     return show_layer(viewer, "labels", labels, input_name=run.input_name, role="labels",
                       suffix="labels", transform=run.volume.transform, metadata=metadata)
 

@@ -294,7 +294,8 @@ class SegmentWidget(SegmentForm):
             self.progress_bar.setFormat("cached network output")
             self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(self.progress_bar.maximum())
-        layer = self._show_labels(result.labels, result.n_objects, *pending.thresholds)
+        layer = self._show_labels(result.labels, result.n_objects, result.object_prob,
+                                  *pending.thresholds)
         if self.show_prob_check.isChecked():
             show_probability(self.viewer, self._run)
         source = "cached network output" if result.cached else "network"
@@ -353,10 +354,10 @@ class SegmentWidget(SegmentForm):
         if self._life.worker is None:
             self._live.schedule()
 
-    def _on_solved(self, run: RunRecord, labels: Any, n_objects: int, prob: float,
-                   nms: float) -> None:
+    def _on_solved(self, run: RunRecord, labels: Any, n_objects: int, object_prob: Any,
+                   prob: float, nms: float) -> None:
         if run is self._run:
-            self._show_labels(labels, n_objects, prob, nms)
+            self._show_labels(labels, n_objects, object_prob, prob, nms)
             self.status_label.setText(
                 f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})."
             )
@@ -382,8 +383,9 @@ class SegmentWidget(SegmentForm):
             self.warmup_finished.emit(completed[0])
 
     # --------------------------------------------------------------------------- output
-    def _show_labels(self, labels: Any, n_objects: int, prob: float, nms: float) -> Any:
-        layer = show_labels(self.viewer, self._run, labels, n_objects, prob, nms)
+    def _show_labels(self, labels: Any, n_objects: int, object_prob: Any, prob: float,
+                     nms: float) -> Any:
+        layer = show_labels(self.viewer, self._run, labels, n_objects, object_prob, prob, nms)
         self.labels_updated.emit(layer)
         return layer
 

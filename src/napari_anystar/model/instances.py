@@ -172,6 +172,29 @@ class InstanceSolver:
             prob_thresh=prob_thresh, nms_thresh=nms_thresh, scale=self._scale)
         return lbl
 
+    def object_probabilities(self, prob_thresh: float, nms_thresh: float,
+                             labels: np.ndarray) -> np.ndarray:
+        """Network probability of each object of ``labels`` (made at this threshold pair).
+
+        Entry ``i`` belongs to label ``i`` (entry 0, the background, is NaN): the highest
+        probability among the kept candidates whose centre lies in the object, which is the
+        object's own candidate unless a likelier one painted over its centre. NaN where no
+        kept centre lies in the object.
+        """
+        kept = self.kept(prob_thresh, nms_thresh)
+        n = int(labels.max()) if labels.size else 0
+        out = np.full(n + 1, np.nan, np.float32)
+        if not len(kept) or n == 0:
+            return out
+        upper = np.array(labels.shape) - 1
+        centres = np.clip(np.rint(self._rpoints[kept]).astype(np.int64), 0, upper)
+        ids = labels[tuple(centres.T)]
+        probs = self.output.cand_prob[kept]
+        order = np.argsort(probs, kind="stable")  # ascending: the likeliest is written last
+        out[ids[order]] = probs[order]
+        out[0] = np.nan
+        return out
+
     # ------------------------------------------------------------------ rendering
     def _render(self, kept: np.ndarray) -> np.ndarray:
         """``polyhedron_to_label`` + ``relabel_sequential`` from cached per-polyhedron masks."""

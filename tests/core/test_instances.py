@@ -191,3 +191,22 @@ def test_labels_identical_when_the_halfspace_cache_restarts(nms_model, monkeypat
     settings = PredictSettings()
     solver = InstanceSolver(_network(nms_model, image, settings), nms_model)
     _assert_identical(solver, nms_model, image, settings, [(0.45, 0.3), (0.4, 0.6)])
+
+
+def test_object_probabilities_match_stardist_details(nms_model):
+    image = _volume((20, 32, 32))
+    settings = PredictSettings()
+    solver = InstanceSolver(_network(nms_model, image, settings), nms_model)
+    checked = 0
+    for p, n in [(0.45, 0.3), (0.5, 0.1)]:
+        labels = solver.labels(p, n)
+        probs = solver.object_probabilities(p, n)
+        assert probs.shape == (labels.max() + 1,) and np.isnan(probs[0])
+        _, details = nms_model.predict_instances(
+            image, prob_thresh=p, nms_thresh=n,
+            normalizer=settings.for_model(nms_model).norm.csbdeep(), show_tile_progress=False)
+        if len(details["prob"]) == labels.max():  # every kept polyhedron visible: label i+1 = i
+            np.testing.assert_allclose(probs[1:], details["prob"], rtol=1e-6)
+            checked += 1
+        assert np.all(probs[1:] > p)
+    assert checked >= 1

@@ -168,7 +168,7 @@ def solve(solver: InstanceSolver, prob: float, nms: float
     """
     with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
-        object_prob = solver.object_probabilities(prob, nms, labels)
+        object_prob = solver.object_probabilities(prob, nms)
     return labels, count_objects(labels), object_prob
 
 

@@ -41,7 +41,9 @@ class InstanceSolver:
         self.rays = rays_from_json(model.config.rays_json)
         self._scale = None if output.scale is None else dict(zip("ZYX", output.scale, strict=False))
         self._nms = GreedyNMS(output.cand_prob, output.cand_dist, output.points, self.rays)
-        self._results: OrderedDict[tuple[float, float], np.ndarray] = OrderedDict()
+        #: (prob, nms) -> (labels, probability per label id)
+        self._results: OrderedDict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = (
+            OrderedDict())
         self._max_cached = int(max_cached)
         self._masks: dict[int, tuple[tuple[slice, ...], np.ndarray]] = {}
         self.last_n_kept = 0
@@ -98,15 +100,16 @@ class InstanceSolver:
         if key not in self._results:
             try:
                 kept = self._nms.survivors(self.candidates(prob_thresh), nms_thresh)
-                lbl = self._render(kept)
+                self._results[key] = self._render(kept)
             except Undecidable:
                 self.n_fallbacks += 1
                 lbl = self.reference_labels(prob_thresh, nms_thresh)
-            self._results[key] = lbl
+                kept = self.kept(prob_thresh, nms_thresh)
+                self._results[key] = lbl, self._fallback_probabilities(kept, lbl)
             while len(self._results) > self._max_cached:
                 self._results.popitem(last=False)
         self._results.move_to_end(key)
-        return self._results[key].copy()
+        return self._results[key][0].copy()
 
     def warm(self, prob_thresh: float, nms_thresh: float,
              interrupt: Callable[[], bool] | None = None) -> bool:
@@ -172,38 +175,41 @@ class InstanceSolver:
             prob_thresh=prob_thresh, nms_thresh=nms_thresh, scale=self._scale)
         return lbl
 
-    def object_probabilities(self, prob_thresh: float, nms_thresh: float,
-                             labels: np.ndarray) -> np.ndarray:
-        """Network probability of each object of ``labels`` (made at this threshold pair).
+    def object_probabilities(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
+        """Network probability of each object of ``labels(prob_thresh, nms_thresh)``.
 
-        Entry ``i`` belongs to label ``i`` (entry 0, the background, is NaN): the highest
-        probability among the kept candidates whose centre lies in the object, which is the
-        object's own candidate unless a likelier one painted over its centre. NaN where no
-        kept centre lies in the object.
+        Entry ``i`` belongs to label ``i`` (entry 0, the background, is NaN).
         """
-        kept = self.kept(prob_thresh, nms_thresh)
-        n = int(labels.max()) if labels.size else 0
-        out = np.full(n + 1, np.nan, np.float32)
-        if not len(kept) or n == 0:
-            return out
-        upper = np.array(labels.shape) - 1
-        centres = np.clip(np.rint(self._rpoints[kept]).astype(np.int64), 0, upper)
-        ids = labels[tuple(centres.T)]
+        self.labels(prob_thresh, nms_thresh)
+        return self._results[(float(prob_thresh), float(nms_thresh))][1].copy()
+
+    def _fallback_probabilities(self, kept: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Object probabilities of StarDist's own labels: exact when every kept polyhedron is
+        visible (label ``i`` is kept candidate ``i - 1``), else each object gets the likeliest
+        kept candidate whose centre lies in it (NaN if none)."""
         probs = self.output.cand_prob[kept]
+        out = np.full(int(labels.max(initial=0)) + 1, np.nan, np.float32)
+        if len(out) - 1 == len(kept):
+            out[1:] = probs
+            return out
+        centres = np.clip(np.rint(self._rpoints[kept]).astype(np.int64), 0,
+                          np.array(labels.shape) - 1)
         order = np.argsort(probs, kind="stable")  # ascending: the likeliest is written last
-        out[ids[order]] = probs[order]
+        out[labels[tuple(centres.T)][order]] = probs[order]
         out[0] = np.nan
         return out
 
     # ------------------------------------------------------------------ rendering
-    def _render(self, kept: np.ndarray) -> np.ndarray:
-        """``polyhedron_to_label`` + ``relabel_sequential`` from cached per-polyhedron masks."""
+    def _render(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``polyhedron_to_label`` + ``relabel_sequential`` from cached per-polyhedron masks,
+        and each label's probability (index 0 NaN)."""
         from stardist.matching import relabel_sequential
 
         shape = self.output.image_shape
         self.last_n_kept = len(kept)
         if len(kept) == 0:
-            return relabel_sequential(np.zeros(shape, np.uint16))[0]
+            return (relabel_sequential(np.zeros(shape, np.uint16))[0],
+                    np.full(1, np.nan, np.float32))
         self._ensure_masks(kept)
         order = np.argsort(self.output.cand_prob[kept])[::-1]   # as polyhedron_to_label
         free = np.ones(shape, bool)
@@ -221,7 +227,9 @@ class InstanceSolver:
         out = np.zeros(shape, np.int32)
         for lab, sl, w in written:
             out[sl][w] = lut[lab]
-        return out
+        probs = np.full(len(visible) + 1, np.nan, np.float32)
+        probs[1:] = self.output.cand_prob[kept[visible - 1]]
+        return out, probs
 
     def _render_bbox(self, idx: np.ndarray) -> np.ndarray:
         """Inclusive voxel boxes (z0, z1, y0, y1, x0, x1) of rendered polyhedra, 1 voxel margin."""

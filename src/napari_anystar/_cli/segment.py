@@ -11,14 +11,20 @@ from typing import Any
 from napari_anystar._cli.common import UserError
 from napari_anystar.volume_io import SUPPORTED_SUFFIXES, split_suffix, volume_format
 
-__all__ = ["output_paths", "register", "run"]
+__all__ = [
+    "add_model_options",
+    "drive",
+    "load_model",
+    "output_paths",
+    "prepare_model",
+    "register",
+    "run",
+    "segment_image",
+]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``segment`` sub-command."""
-    from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, FALLBACK_SCALE
-
-    fallback = " ".join(f"{s:g}" for s in FALLBACK_SCALE)
     parser = subparsers.add_parser(
         "segment",
         help="segment 3D volumes with a StarDist3D (AnyStar) model",
@@ -34,6 +40,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="PATH",
         help="output file for one input, or a folder (one <name>_labels file per input)",
     )
+    add_model_options(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The segmentation options (model, thresholds, scale, tiles, normalisation, device) that
+    :func:`prepare_model` reads; shared with ``anystar timeseries``."""
+    from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, FALLBACK_SCALE
+
+    fallback = " ".join(f"{s:g}" for s in FALLBACK_SCALE)
     parser.add_argument(
         "--model", metavar="NAME_OR_DIR", help="model name (see 'anystar models') or folder"
     )
@@ -72,8 +89,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return parser
 
 
 def output_paths(inputs: list[Path], out: str) -> list[Path]:
@@ -167,7 +182,8 @@ def _model_entry(name_or_dir: str | None) -> Any:
         raise UserError(str(err)) from None
 
 
-def _load(entry: Any, settings: Any) -> Any:
+def load_model(entry: Any, settings: Any) -> Any:
+    """The model of ``entry`` (UserError if it cannot be loaded); says which on stderr."""
     from napari_anystar.model import registry
 
     try:
@@ -179,7 +195,7 @@ def _load(entry: Any, settings: Any) -> Any:
     return model
 
 
-def _drive(job: Generator[tuple[int, int], None, Any], desc: str, unit: str = "tile") -> Any:
+def drive(job: Generator[tuple[int, int], None, Any], desc: str, unit: str = "tile") -> Any:
     """Run a (done, total) generator with a tqdm bar on stderr; its result."""
     from tqdm import tqdm
 
@@ -205,9 +221,36 @@ def _auto_scale(model: Any, image: Any, settings: Any, prob: float, nms: float, 
 
     from napari_anystar.model.object_size import auto_scale
 
-    choice = _drive(auto_scale(model, image, settings, prob, nms), f"{name} size", unit="round")
+    choice = drive(auto_scale(model, image, settings, prob, nms), f"{name} size", unit="round")
     print(f"{name}: {'warning: ' if choice.fell_back else ''}{choice.note}", file=sys.stderr)
     return replace(settings, scale=choice.scale)
+
+
+def prepare_model(args: argparse.Namespace) -> tuple[Any, Any, float, float]:
+    """(model entry, prediction settings, probability and NMS thresholds) from the options
+    :func:`add_model_options` adds; UserError for a bad model or option."""
+    from napari_anystar.model.registry import model_thresholds
+
+    entry = _model_entry(args.model)
+    settings = _settings(args, entry)
+    prob, nms = model_thresholds(entry)
+    prob = args.prob_thresh if args.prob_thresh is not None else prob
+    nms = args.nms_thresh if args.nms_thresh is not None else nms
+    return entry, settings, prob, nms
+
+
+def segment_image(
+    model: Any, image: Any, settings: Any, args: argparse.Namespace, prob: float, nms: float,
+    name: str,
+) -> Any:
+    """Labels of one checked volume (at the auto scale first, if ``--scale auto``), with
+    progress on stderr; ValueError from the pipeline passes through."""
+    from napari_anystar.model.segment import segment_volume
+
+    chosen = settings
+    if args.scale == ["auto"]:
+        chosen = _auto_scale(model, image, settings, prob, nms, name)
+    return drive(segment_volume(model, image, chosen, prob, nms), name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,18 +258,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_anystar.model.predict import check_volume
-    from napari_anystar.model.registry import model_thresholds
-    from napari_anystar.model.segment import segment_volume
     from napari_anystar.volume_io import read_volume, write_labels
 
     inputs = [Path(p) for p in args.inputs]
     outputs = output_paths(inputs, args.out)
     _check_paths(inputs, outputs, args.overwrite)
-    entry = _model_entry(args.model)
-    settings = _settings(args, entry)
-    prob, nms = model_thresholds(entry)
-    prob = args.prob_thresh if args.prob_thresh is not None else prob
-    nms = args.nms_thresh if args.nms_thresh is not None else nms
+    entry, settings, prob, nms = prepare_model(args)
     model = None
     for src, dst in zip(inputs, outputs, strict=True):
         try:
@@ -237,11 +274,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             check_volume(image, scale=settings.scale)
             if model is None:  # loaded after the first check: bad inputs fail fast
-                model = _load(entry, settings)
-            chosen = settings
-            if args.scale == ["auto"]:
-                chosen = _auto_scale(model, image, settings, prob, nms, src.name)
-            labels = _drive(segment_volume(model, image, chosen, prob, nms), src.name)
+                model = load_model(entry, settings)
+            labels = segment_image(model, image, settings, args, prob, nms, src.name)
         except ValueError as err:
             raise UserError(f"{src}: {err}") from None
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ the prediction's voxel coordinates (see ``analysis.evaluate`` for how boxes are 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_anystar._widgets._errors import worker_error_message
 from napari_anystar._widgets._layers import add_or_update_layer, find_owned_layer, layer_tag
 from napari_anystar._widgets._segment_output import free_name
 from napari_anystar.analysis.evaluate import (
@@ -49,8 +49,6 @@ from napari_anystar.analysis.evaluate import (
     evaluate_pair,
 )
 from napari_anystar.analysis.scores import IOU_THRESHOLDS
-
-logger = logging.getLogger(__name__)
 
 SHAPES = "shapes"
 REGION_TITLES = {
@@ -374,13 +372,7 @@ class EvaluateWidget(QWidget):
     def _on_errored(self, exc: Exception) -> None:
         if not self._alive[0]:
             return
-        if isinstance(exc, ValueError):
-            message = str(exc)
-            message = message[:1].upper() + message[1:]
-        else:
-            logger.warning("AnyStar evaluation failed", exc_info=exc)
-            message = f"Evaluation failed: {type(exc).__name__}: {exc}"
-        self._outcome = (self.failed, self._tell(message))
+        self._outcome = (self.failed, self._tell(worker_error_message(exc, "Evaluation")))
 
     def _on_finished(self) -> None:
         """Last signal of the worker: ready again, then tell listeners the outcome."""

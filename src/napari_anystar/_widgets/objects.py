@@ -8,7 +8,6 @@ only swaps the layer's colormap (``_objects_display``): its data is never modifi
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QModelIndex, Qt, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
+from napari_anystar._widgets._errors import worker_error_message
 from napari_anystar._widgets._objects_display import FilterDisplay, warm_up
 from napari_anystar._widgets._objects_form import ObjectsForm
 from napari_anystar._widgets._objects_layers import (
@@ -41,7 +41,6 @@ from napari_anystar.analysis.object_filter import filter_labels, keep_mask
 
 __all__ = ["MEASURE_DEBOUNCE_MS", "ObjectsWidget"]
 
-logger = logging.getLogger(__name__)
 
 #: Quiet time after a labels data change before the table is re-measured.
 MEASURE_DEBOUNCE_MS = 250
@@ -241,12 +240,7 @@ class ObjectsWidget(ObjectsForm):
     def _on_measure_errored(self, serial: int, exc: Exception) -> None:
         if not self._alive or serial != self._serial:
             return
-        if isinstance(exc, ValueError):
-            message = str(exc)
-        else:
-            logger.warning("AnyStar measurement failed", exc_info=exc)
-            message = f"Measuring failed: {type(exc).__name__}: {exc}"
-        self._refuse(message)
+        self._refuse(worker_error_message(exc, "Measuring"))
 
     def _on_measure_finished(self) -> None:
         self._busy = False

@@ -9,7 +9,6 @@ means (no re-measuring).
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_anystar._widgets._errors import worker_error_message
 from napari_anystar._widgets._layers import add_or_update_layer, layer_tag
 from napari_anystar._widgets._segment_input import spatial_transform
 from napari_anystar._widgets._timeseries_plot import MAX_CURVES, CurvePlot
@@ -50,8 +50,6 @@ from napari_anystar.analysis.timeseries import (
     smooth,
     write_csv,
 )
-
-logger = logging.getLogger(__name__)
 
 WIDGET_TAG = "timeseries"
 FIRST_SHOWN = 5  # objects selected after a measurement
@@ -380,11 +378,7 @@ class TimeSeriesWidget(QWidget):
     def _on_errored(self, exc: Exception) -> None:
         if not self._alive:
             return
-        if isinstance(exc, ValueError):
-            message = str(exc)
-        else:
-            logger.warning("AnyStar time series failed", exc_info=exc)
-            message = f"Time series failed: {type(exc).__name__}: {exc}"
+        message = worker_error_message(exc, "Time series")
         self.status_label.setText(message)
         show_error(message)
         self._outcome = ("failed", message)

@@ -42,6 +42,7 @@ from napari_anystar._widgets._segment_output import (
     show_labels,
     show_probability,
 )
+from napari_anystar._widgets._segment_tune import TuneSection
 from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
 from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
@@ -90,6 +91,7 @@ class SegmentWidget(SegmentForm):
         self.destroyed.connect(self._life.end)
         self._refresh_layers()
         self._on_model_changed(self.model_chooser.entry())
+        self.tune_section = TuneSection(self)  # "Tune from annotations" (_segment_tune.py)
 
     # ------------------------------------------------------------------------- choosers
     def selected_layer(self) -> Image | None:

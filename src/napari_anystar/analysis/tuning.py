@@ -2,7 +2,9 @@
 
 Works on cached network outputs (:class:`~napari_anystar.model.instances.InstanceSolver`),
 so every threshold pair costs one NMS pass and one matching per volume, never a network run.
-The objective is the pooled matching accuracy averaged over IoU 0.1 ... 0.9.
+The objective is the pooled matching accuracy averaged over IoU 0.1 ... 0.9;
+:func:`search_thresholds` runs the same search for any other score (e.g. clicked points,
+:mod:`.point_tuning`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,47 @@ class ThresholdChoice:
         return self.scores.mean("accuracy")
 
 
+def search_thresholds(
+    score: Callable[[float, float], float],
+    *,
+    min_prob: float = 0.05,
+) -> Generator[int, None, tuple[float, float]]:
+    """Grid search (then a finer probability search) maximising ``score(prob, nms)``.
+
+    For each NMS value the probability threshold descends from 0.9 until the score has
+    clearly passed its peak, so the slow, low thresholds are only tried where they help.
+    Thresholds are rounded to 4 decimals; each pair is scored once; probabilities below
+    ``min_prob`` are not tried; ties go to the pair tried first. Yields the number of
+    threshold pairs evaluated so far; returns the best ``(prob, nms)``.
+    """
+    tried: dict[tuple[float, float], float] = {}
+
+    def evaluate(prob: float, nms: float) -> float:
+        key = (round(prob, 4), round(nms, 4))
+        if key not in tried:
+            tried[key] = score(*key)
+        return tried[key]
+
+    def best() -> tuple[float, float]:
+        return max(tried.items(), key=lambda item: item[1])[0]
+
+    for nms in NMS_GRID:
+        best_here, worse = -1.0, 0
+        for prob in (p for p in PROB_GRID if p >= min_prob):
+            value = evaluate(prob, nms)
+            yield len(tried)
+            best_here = max(best_here, value)
+            worse = worse + 1 if value < best_here - DROP else 0
+            if worse == PATIENCE:
+                break
+    prob0, nms0 = best()
+    for offset in PROB_REFINE:
+        if min_prob <= prob0 + offset < 1.0:
+            evaluate(prob0 + offset, nms0)
+            yield len(tried)
+    return best()
+
+
 def tune_thresholds_on_outputs(
     labels_for: Sequence[Callable[[float, float], np.ndarray]],
     y_true: Sequence[np.ndarray],
@@ -44,10 +87,7 @@ def tune_thresholds_on_outputs(
     min_prob: float = 0.05,
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
 ) -> Generator[int, None, ThresholdChoice]:
-    """Grid search (then a finer probability search) maximising mean pooled accuracy.
-
-    For each NMS value the probability threshold descends from 0.9 until the score has
-    clearly passed its peak, so the slow, low thresholds are only tried where they help.
+    """:func:`search_thresholds` maximising mean pooled accuracy against ``y_true``.
 
     ``labels_for[i](prob, nms)`` returns the label volume of volume ``i`` (e.g. a bound
     ``InstanceSolver.labels``); probabilities below ``min_prob`` are not tried. Yields the
@@ -55,31 +95,12 @@ def tune_thresholds_on_outputs(
     """
     if len(labels_for) != len(y_true) or not y_true:
         raise ValueError("need one label function per reference volume (at least one)")
-    tried: dict[tuple[float, float], MatchScores] = {}
+    scores: dict[tuple[float, float], MatchScores] = {}
 
-    def evaluate(prob: float, nms: float) -> MatchScores:
-        key = (round(prob, 4), round(nms, 4))
-        if key not in tried:
-            predicted = [f(key[0], key[1]) for f in labels_for]
-            tried[key] = pooled_scores(y_true, predicted, iou_thresholds)
-        return tried[key]
+    def score(prob: float, nms: float) -> float:
+        predicted = [f(prob, nms) for f in labels_for]
+        scores[prob, nms] = pooled_scores(y_true, predicted, iou_thresholds)
+        return scores[prob, nms].mean("accuracy")
 
-    def best() -> tuple[tuple[float, float], MatchScores]:
-        return max(tried.items(), key=lambda item: item[1].mean("accuracy"))
-
-    for nms in NMS_GRID:
-        best_here, worse = -1.0, 0
-        for prob in (p for p in PROB_GRID if p >= min_prob):
-            score = evaluate(prob, nms).mean("accuracy")
-            yield len(tried)
-            best_here = max(best_here, score)
-            worse = worse + 1 if score < best_here - DROP else 0
-            if worse == PATIENCE:
-                break
-    (prob0, nms0), _ = best()
-    for offset in PROB_REFINE:
-        if min_prob <= prob0 + offset < 1.0:
-            evaluate(prob0 + offset, nms0)
-            yield len(tried)
-    (prob, nms), scores = best()
-    return ThresholdChoice(prob=prob, nms=nms, scores=scores)
+    prob, nms = yield from search_thresholds(score, min_prob=min_prob)
+    return ThresholdChoice(prob=prob, nms=nms, scores=scores[prob, nms])

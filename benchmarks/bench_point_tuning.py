@@ -46,9 +46,9 @@ def simulate_clicks(labels: np.ndarray, n_clicks: int, rng: np.random.Generator)
     """Voxel clicks (n, 3) on every nucleus in a box grown around a random one (see above)."""
     from scipy import ndimage
 
-    from napari_anystar.analysis.point_tuning import centroids
+    from napari_anystar.analysis.evaluate import object_centroids
 
-    ids, centres = centroids(labels)
+    ids, centres = object_centroids(labels)
     if not len(ids):
         raise SystemExit("a labels volume without nuclei")
     lo = hi = centres[rng.integers(len(ids))]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from conftest import drain
+from napari_anystar.analysis.evaluate import object_centroids
 from napari_anystar.analysis.point_tuning import (
     PointCounts,
-    centroids,
     clicked_points,
     point_counts,
     pooled_point_counts,
@@ -53,7 +52,7 @@ def test_whole_volume_region_counts_every_unclicked_object():
 
 def test_a_perfect_segmentation_scores_one_and_an_empty_one_zero():
     labels = _objects()
-    points = clicked_points(centroids(labels)[1], SHAPE, whole_volume=True)
+    points = clicked_points(object_centroids(labels)[1], SHAPE, whole_volume=True)
     assert point_counts(labels, points) == PointCounts(tp=5, fp=0, fn=0)
     assert point_counts(labels, points).f1 == 1.0
     empty = point_counts(np.zeros(SHAPE, np.int32), points)
@@ -77,16 +76,6 @@ def test_points_round_to_the_nearest_voxel():
 def test_bad_points_are_refused_with_a_message(coords, message):
     with pytest.raises(ValueError, match=message):
         clicked_points(coords, SHAPE)
-
-
-def test_centroids_match_scipy():
-    labels = _objects()
-    labels[labels == 4] = 7  # ids need not be consecutive
-    ids, centres = centroids(labels)
-    assert ids.tolist() == [1, 2, 3, 5, 7]
-    expected = ndimage.center_of_mass(np.ones(SHAPE), labels, ids)
-    np.testing.assert_allclose(centres, expected)
-    assert centroids(np.zeros(SHAPE, np.int32))[1].shape == (0, 3)
 
 
 def test_counts_pool_over_volumes_before_the_ratio():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .evaluate import object_centroids
 from .tuning import search_thresholds
 
 #: What the default scoring region asks of the person clicking (shown in the widget).
@@ -91,28 +92,12 @@ class PointCounts:
         return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "f1": round(self.f1, 4)}
 
 
-def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ids of the objects of ``labels`` (3D, ids >= 0) and their centroids (n, 3; voxels)."""
-    flat = np.asarray(labels).ravel()
-    if not flat.size or flat.max() <= 0:
-        return np.zeros(0, np.int64), np.zeros((0, 3))
-    counts = np.bincount(flat)
-    ids = np.flatnonzero(counts)
-    ids = ids[ids > 0]
-    sums = []
-    for axis, n in enumerate(labels.shape):
-        coord = np.arange(n, dtype=float).reshape([-1 if a == axis else 1 for a in range(3)])
-        weights = np.broadcast_to(coord, labels.shape).ravel()
-        sums.append(np.bincount(flat, weights=weights, minlength=len(counts))[ids])
-    return ids, np.stack(sums, axis=1) / counts[ids, None]
-
-
 def point_counts(labels: np.ndarray, points: ClickedPoints) -> PointCounts:
     """Counts of the matching rule for predicted ``labels`` (3D) and clicked ``points``."""
     hit = labels[tuple(points.voxels.T)]
     hit_ids = np.unique(hit[hit > 0])
     tp = len(hit_ids)
-    ids, centres = centroids(labels)
+    ids, centres = object_centroids(labels)
     unclicked = ~np.isin(ids, hit_ids)
     fp = int(np.count_nonzero(points.in_region(centres[unclicked])))
     return PointCounts(tp=tp, fp=fp, fn=len(points.voxels) - tp)

@@ -12,6 +12,7 @@ import numpy as np
 
 import napari_anystar
 from napari_anystar._widgets import _segment_jobs
+from napari_anystar._widgets._segment_output import OBJECT_PROBABILITY
 from napari_anystar.model import registry
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import predict_network
@@ -78,6 +79,13 @@ def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, e
     assert prob_layer.data.shape == tuple(np.ceil(np.divide(SHAPE, grid)).astype(int))
     assert widget.progress_bar.value() == widget.progress_bar.maximum() > 0
     assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["blobs"]
+    object_prob = meta[OBJECT_PROBABILITY]  # the network's probability of every object
+    assert len(object_prob) == layer.data.max() + 1 and np.all(object_prob[1:] > prob)
+
+    widget.show_prob_check.setChecked(False)  # unticked: the map no longer covers the labels
+    assert "blobs probability" not in viewer.layers and "blobs labels" in viewer.layers
+    widget.show_prob_check.setChecked(True)
+    assert viewer.layers["blobs probability"].data.shape == prob_layer.data.shape
 
 
 def test_threshold_sliders_update_the_same_layer(qtbot, viewer_widget, entry):

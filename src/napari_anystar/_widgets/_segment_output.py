@@ -146,3 +146,10 @@ def show_probability(viewer: Any, run: RunRecord) -> Any:
                       role="probability", suffix="probability", transform=placed,
                       metadata=run.metadata, colormap="magma", blending="additive",
                       contrast_limits=(0.0, 1.0))
+
+
+def remove_probability(viewer: Any, run: RunRecord) -> None:
+    """Remove our probability map layer of ``run``'s input, if it is shown."""
+    layer = find_owned_layer(viewer, "image", layer_tag(run.input_name, "probability"))
+    if layer is not None:
+        viewer.layers.remove(layer)

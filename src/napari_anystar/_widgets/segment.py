@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QWidget
 
+from napari_anystar._widgets._errors import worker_error_message
 from napari_anystar._widgets._layers import layer_tag
 from napari_anystar._widgets._segment_form import SegmentForm
 from napari_anystar._widgets._segment_input import InputVolume, default_scale, volume_from_layer
@@ -38,6 +39,7 @@ from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
 from napari_anystar._widgets._segment_output import (
     RunRecord,
+    remove_probability,
     run_metadata,
     show_labels,
     show_probability,
@@ -337,11 +339,7 @@ class SegmentWidget(SegmentForm):
 
     def _report(self, exc: Exception) -> str:
         """Show a worker's exception as a one-line message (traceback only in the log)."""
-        if isinstance(exc, ValueError):
-            message = str(exc)
-        else:
-            logger.warning("AnyStar segmentation failed", exc_info=exc)
-            message = f"Segmentation failed: {type(exc).__name__}: {exc}"
+        message = worker_error_message(exc, "Segmentation")
         self.status_label.setText(message)
         show_error(message)
         return message
@@ -392,5 +390,9 @@ class SegmentWidget(SegmentForm):
         return layer
 
     def _on_show_prob_toggled(self, checked: bool) -> None:
-        if checked and self._run is not None:
+        if self._run is None:
+            return
+        if checked:
             show_probability(self.viewer, self._run)
+        else:
+            remove_probability(self.viewer, self._run)

@@ -16,9 +16,9 @@ import pytest
 from conftest import drain
 from napari_anystar._widgets import _segment_jobs, _segment_tune
 from napari_anystar._widgets._segment_tune import search_floor
+from napari_anystar.analysis.evaluate import object_centroids
 from napari_anystar.analysis.point_tuning import (
     PointCounts,
-    centroids,
     clicked_points,
     tune_thresholds_on_points,
 )
@@ -39,7 +39,7 @@ def tune_errors(monkeypatch):
 
 def _centres(labels):
     """Voxel centres of the objects of ``labels``: each rounded centroid inside its object."""
-    ids, centres = centroids(labels)
+    ids, centres = object_centroids(labels)
     voxels = np.floor(centres + 0.5).astype(int)
     inside = labels[tuple(voxels.T)] == ids
     assert inside.sum() >= 5

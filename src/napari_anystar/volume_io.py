@@ -78,7 +78,9 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, VolumeMeta]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        data = tif.asarray()
+        data = tif.asarray() if len(tif.pages) else np.empty(0)
+        if data.size == 0:
+            raise ValueError("no image data in the file (is it corrupt or truncated?)")
         voxel_size = _tiff_voxel_size(tif) if data.ndim == 3 else None
     return data, VolumeMeta(path, "tiff", data.shape, voxel_size=voxel_size)
 
@@ -115,6 +117,31 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
         header=img.header.copy(),
     )
     return array, meta
+
+
+def check_writable(folder: str | Path) -> None:
+    """ValueError unless files can be written in ``folder`` (created later if missing).
+
+    An existing folder is tested by creating and removing a temporary file in it (this also
+    catches read-only file systems, where permission bits say nothing for root); a missing
+    one needs a writable folder above it.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write to {folder}: {existing} is not a folder")
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create {folder}: {existing} is not writable")
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".anystar-write-check-")
+    except OSError as err:
+        raise ValueError(f"cannot write to {folder}: {err.strerror or err}") from None
+    os.close(fd)
+    os.remove(tmp)
 
 
 def write_labels(

@@ -254,6 +254,8 @@ def test_path_and_option_errors_exit_2_with_one_line(model_dir, tmp_path, capsys
          "--prob-thresh"),
         ([str(good), "--out", str(tmp_path / "x.tif"), "--norm", "99", "1", *model], "ercentile"),
         ([str(good), str(good), "--out", str(tmp_path / "taken.tif"), *model], "is a file"),
+        ([str(good), "--out", str(tmp_path / "taken.tif" / "sub" / "x.tif"), *model],
+         "is not a folder"),  # refused before any work, not after the segmentation
     ]  # fmt: skip
     for argv, expected in cases:
         code, _, err = run_cli(capsys, *argv)
@@ -270,3 +272,32 @@ def test_no_models_available_is_a_clear_error(tmp_path, capsys):
     code, _, err = run_cli(capsys, str(path), "--out", str(tmp_path / "o.tif"))
     assert code == 2
     assert err == [f"anystar segment: error: {registry.NO_MODELS_MESSAGE}"]
+
+
+def test_batch_skips_a_failing_volume_and_says_so(model_dir, calls, tmp_path, capsys):
+    good = _tif(tmp_path, "a.tif", blobs(seed=1))
+    flat = _tif(tmp_path, "b.tif", np.full((16, 16, 16), 7, np.uint16))  # unusable
+    corrupt = tmp_path / "c.tif"
+    corrupt.write_bytes(b"II*\x00garbage")  # unreadable
+    last = _tif(tmp_path, "d.tif", blobs(seed=2))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, str(good), str(flat), str(corrupt), str(last), "--out",
+                                str(out), "--scale", "1", "--model", str(model_dir))  # fmt: skip
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "d_labels.tif"]
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == [
+        str(out / "a_labels.tif"), str(out / "d_labels.tif")]
+    skipped = [line for line in err if line.endswith("(skipped)")]
+    assert len(skipped) == 2 and "constant" in skipped[0] and "cannot read" in skipped[1]
+    assert err[-1] == "anystar segment: 2 of 4 volumes segmented; 2 failed: b.tif, c.tif"
+    assert len(calls) == 2
+
+
+def test_a_model_that_cannot_load_ends_the_batch(model_dir, tmp_path, capsys):
+    corrupt = shutil.copytree(model_dir, tmp_path / "corrupt-model")
+    (corrupt / "weights_best.h5").write_bytes(b"not hdf5")
+    inputs = [str(_tif(tmp_path, f"{k}.tif", blobs(seed=k))) for k in range(2)]
+    code, _, err = run_cli(capsys, *inputs, "--out", str(tmp_path / "out"), "--scale", "1",
+                           "--model", str(corrupt))  # fmt: skip
+    assert code == 2 and len(err) == 1 and "cannot load the model" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -153,3 +153,10 @@ def test_suffix_helpers():
     assert volume_format("x.tiff") == "tiff"
     with pytest.raises(ValueError):
         volume_format("x.gz")
+
+
+def test_a_tiff_without_image_data_is_refused_clearly(tmp_path):
+    path = tmp_path / "corrupt.tif"
+    path.write_bytes(b"II*\x00garbage")  # a TIFF header and nothing readable behind it
+    with pytest.raises(ValueError, match="no image data"):
+        read_volume(path)

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from napari_anystar._cli.common import UserError
-from napari_anystar.volume_io import SUPPORTED_SUFFIXES, split_suffix, volume_format
+from napari_anystar.volume_io import (
+    SUPPORTED_SUFFIXES,
+    check_writable,
+    split_suffix,
+    volume_format,
+)
 
 __all__ = [
     "add_model_options",
@@ -130,6 +135,11 @@ def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> No
             raise UserError(f"output {dst} would replace its input image")
         if dst.exists() and not overwrite:
             raise UserError(f"output {dst} already exists (use --overwrite to replace it)")
+    for folder in dict.fromkeys(dst.parent for dst in outputs):
+        try:
+            check_writable(folder)
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
 
 def _settings(args: argparse.Namespace, entry: Any) -> Any:
@@ -182,14 +192,18 @@ def _model_entry(name_or_dir: str | None) -> Any:
         raise UserError(str(err)) from None
 
 
+class ModelLoadError(UserError):
+    """The model cannot be loaded: no volume can be segmented."""
+
+
 def load_model(entry: Any, settings: Any) -> Any:
-    """The model of ``entry`` (UserError if it cannot be loaded); says which on stderr."""
+    """The model of ``entry`` (ModelLoadError if it cannot be loaded); says which on stderr."""
     from napari_anystar.model import registry
 
     try:
         model = registry.load_model(entry)
     except registry.InvalidModelError as err:
-        raise UserError(str(err)) from None
+        raise ModelLoadError(str(err)) from None
     print(f"model: {entry.name} ({entry.path}); normalisation {settings.norm.describe()}",
           file=sys.stderr)
     return model
@@ -254,34 +268,61 @@ def segment_image(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment every input and write its labels; UserError on anything the user can fix."""
+    """Segment every input and write its labels; UserError on anything the user can fix.
+
+    With several inputs, a volume that cannot be read, segmented or written is reported and
+    skipped; the others are written and the exit status is 1 with a summary line.
+    """
+    inputs = [Path(p) for p in args.inputs]
+    outputs = output_paths(inputs, args.out)
+    _check_paths(inputs, outputs, args.overwrite)
+    entry, settings, prob, nms = prepare_model(args)
+    model: list[Any] = []  # loaded once, after the first input passed its checks
+    failed = []
+    for src, dst in zip(inputs, outputs, strict=True):
+        try:
+            n_objects = _segment_file(src, dst, model, entry, settings, args, prob, nms)
+        except UserError as err:
+            if len(inputs) == 1 or isinstance(err, ModelLoadError):
+                raise
+            print(f"anystar segment: {err} (skipped)", file=sys.stderr)
+            failed.append(src.name)
+            continue
+        print(f"{dst}\t{n_objects} objects")
+    if failed:
+        print(f"anystar segment: {len(inputs) - len(failed)} of {len(inputs)} volumes "
+              f"segmented; {len(failed)} failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _segment_file(src: Path, dst: Path, model: list[Any], entry: Any, settings: Any,
+                  args: argparse.Namespace, prob: float, nms: float) -> int:
+    """Read, segment and write one volume; its number of objects. ``model`` holds the loaded
+    model once there is one (a model that fails to load ends the whole run)."""
     import numpy as np
 
     from napari_anystar.model.predict import check_volume
     from napari_anystar.volume_io import read_volume, write_labels
 
-    inputs = [Path(p) for p in args.inputs]
-    outputs = output_paths(inputs, args.out)
-    _check_paths(inputs, outputs, args.overwrite)
-    entry, settings, prob, nms = prepare_model(args)
-    model = None
-    for src, dst in zip(inputs, outputs, strict=True):
-        try:
-            image, meta = read_volume(src)
-        except Exception as err:
-            reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-            raise UserError(f"cannot read {src}: {reason}") from None
-        try:
-            check_volume(image, scale=settings.scale)
-            if model is None:  # loaded after the first check: bad inputs fail fast
-                model = load_model(entry, settings)
-            labels = segment_image(model, image, settings, args, prob, nms, src.name)
-        except ValueError as err:
-            raise UserError(f"{src}: {err}") from None
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            write_labels(dst, labels, meta, overwrite=args.overwrite)
-        except (OSError, ValueError) as err:
-            raise UserError(str(err)) from None
-        print(f"{dst}\t{np.count_nonzero(np.unique(labels))} objects")
-    return 0
+    try:
+        image, meta = read_volume(src)
+    except Exception as err:
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise UserError(f"cannot read {src}: {reason}") from None
+    try:
+        check_volume(image, scale=settings.scale)
+    except ValueError as err:
+        raise UserError(f"{src}: {err}") from None
+    if not model:
+        model.append(load_model(entry, settings))
+    try:
+        labels = segment_image(model[0], image, settings, args, prob, nms, src.name)
+    except ValueError as err:
+        raise UserError(f"{src}: {err}") from None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_labels(dst, labels, meta, overwrite=args.overwrite)
+    except (OSError, ValueError) as err:
+        raise UserError(str(err)) from None
+    return int(np.count_nonzero(np.unique(labels)))

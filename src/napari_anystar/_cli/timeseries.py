@@ -65,7 +65,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None, Path | None]:
     """(image, csv, labels, labels to save) paths, checked before anything is computed."""
     from napari_anystar.analysis.timeseries import check_sigma
-    from napari_anystar.volume_io import volume_format
+    from napari_anystar.volume_io import check_writable, volume_format
 
     image, out = Path(args.input), Path(args.out)
     labels = Path(args.labels) if args.labels else None
@@ -92,6 +92,10 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None, Path
             raise UserError(f"output {path} already exists (use --overwrite to replace it)")
         if not path.parent.is_dir():
             raise UserError(f"folder {path.parent} does not exist")
+        try:
+            check_writable(path.parent)
+        except ValueError as err:
+            raise UserError(str(err)) from None
     try:
         check_sigma(args.sigma)
     except ValueError as err:

@@ -49,8 +49,16 @@ def test_the_papers_model_is_listed_as_such(tiny_model_dir, tmp_path, capsys, mo
 def test_user_errors_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys):
     broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
     (broken / "config.json").write_text("{oops")
+    corrupt = shutil.copytree(tiny_model_dir, tmp_path / "corrupt")
+    (corrupt / "weights_best.h5").write_bytes(b"not an hdf5 file")
+    mismatched = shutil.copytree(tiny_model_dir, tmp_path / "mismatched")
+    config = json.loads((mismatched / "config.json").read_text())
+    filters = config["unet_n_filter_base"] * 2  # a wider network than the weights
+    (mismatched / "config.json").write_text(json.dumps({**config, "unet_n_filter_base": filters}))
     for argv, expected in [
         (["models", "--add", str(broken)], "not valid JSON"),
+        (["models", "--add", str(corrupt)], "cannot load the model"),  # checked when added
+        (["models", "--add", str(mismatched)], "cannot load the model"),  # weights do not fit
         (["models", "--add", str(tmp_path / "missing")], "is not a folder"),
         (["models", "--sha256", "0" * 64], "go with --fetch"),
     ]:

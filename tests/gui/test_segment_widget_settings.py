@@ -171,6 +171,11 @@ def test_no_models_explains_and_add_folder_validates(
 
     assert widget.add_model_folder(tmp_path) is None  # not a model folder
     assert "config.json" in widget.status_label.text() and errors
+    corrupt = shutil.copytree(seg_model_dir, tmp_path / "corrupt")
+    (corrupt / "weights_best.h5").write_bytes(b"not an hdf5 file")
+    assert widget.add_model_folder(corrupt) is None  # weights checked when added
+    assert "cannot load the model" in widget.status_label.text()
+    assert widget.model_combo.count() == 0 and registry.list_models() == []
 
     added = widget.add_model_folder(seg_model_dir)
     assert added is not None and widget.selected_model() == added

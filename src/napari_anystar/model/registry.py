@@ -176,10 +176,13 @@ def _write_remembered(folders: list[Path]) -> None:
 def remember_model_folder(path: str | Path) -> ModelEntry:
     """Validate ``path`` and add it to the remembered folders; returns its list entry.
 
-    A folder that is already listed (bundled, user or remembered) is not added twice.
+    The folder's weights are loaded into its configured network first (InvalidModelError,
+    and nothing remembered, if they do not fit). A folder that is already listed (bundled,
+    user or remembered) is not added twice.
     """
     folder = Path(path).expanduser().resolve()
     validate_model_folder(folder)
+    load_model(ModelEntry(folder.name, folder, "folder"))
     listed = {entry.path: entry for entry in list_models()}
     if folder in listed:
         return listed[folder]

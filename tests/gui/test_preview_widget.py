@@ -249,3 +249,17 @@ def test_manifest_widget_generates_into_viewer(make_napari_viewer, qtbot):
         "AS-RandFG-PlainBG s9 labels",
     }
     qtbot.waitUntil(lambda: not widget.is_generating, timeout=TIMEOUT_MS)
+
+
+def test_output_size_box_offers_only_sizes_the_generator_accepts(qtbot, widget):
+    from napari_anystar.synth import MIN_OUTPUT_SIZE, SynthSettings
+
+    assert (widget._size.minimum(), widget._size.maximum()) == (
+        MIN_OUTPUT_SIZE, SynthSettings().grid_size)
+    widget._size.setValue(1024)
+    assert widget._size.value() == SynthSettings().grid_size
+    widget._size.setValue(1)
+    assert widget._size.value() == MIN_OUTPUT_SIZE
+    layers = _generate(qtbot, widget, "as-brightfg-plainbg", 5)  # the smallest size works
+    image = next(layer for layer in layers if layer.name.endswith(" image"))
+    assert image.data.shape == (MIN_OUTPUT_SIZE,) * 3

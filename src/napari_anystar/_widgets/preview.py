@@ -37,6 +37,7 @@ from napari_anystar.synth import (
     BACKGROUND_MODES,
     GENERATOR_NAMES,
     GENERATOR_TITLES,
+    MIN_OUTPUT_SIZE,
     SyntheticSample,
     SynthSettings,
     export_samples,
@@ -120,7 +121,7 @@ class SyntheticPreviewWidget(QWidget):
         seed_row.addWidget(self._seed, 1)
         seed_row.addWidget(self._new_seed_btn)
         self._size = QSpinBox()
-        self._size.setRange(1, 1024)
+        self._size.setRange(MIN_OUTPUT_SIZE, defaults.grid_size)  # what the generator accepts
         self._size.setValue(defaults.size)
         self._size.setToolTip("Edge length of the output volume (the random crop), voxels")
         self._radius = QDoubleSpinBox()

@@ -48,6 +48,10 @@ MAX_ATTEMPTS = 100
 _MASK64 = 2**64 - 1
 
 
+#: Smallest output edge length (voxels) a sample can be cropped to.
+MIN_OUTPUT_SIZE = 16
+
+
 @dataclass(frozen=True)
 class SynthSettings:
     """Synthesis settings (paper defaults); every field is checked by :meth:`validate`."""
@@ -67,9 +71,9 @@ class SynthSettings:
         """Raise ValueError with a one-line, user-facing message if a setting is unusable."""
         if not _is_int(self.grid_size) or self.grid_size < 32:
             raise ValueError(f"grid size must be an integer >= 32, got {self.grid_size!r}")
-        if not _is_int(self.size) or not 16 <= self.size <= self.grid_size:
+        if not _is_int(self.size) or not MIN_OUTPUT_SIZE <= self.size <= self.grid_size:
             raise ValueError(
-                f"output size must be an integer between 16 and the grid size "
+                f"output size must be an integer between {MIN_OUTPUT_SIZE} and the grid size "
                 f"({self.grid_size}), got {self.size!r}"
             )
         max_radius = self.grid_size / 4

@@ -53,7 +53,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The segmentation options (model, thresholds, scale, tiles, normalisation, device) that
     :func:`prepare_model` reads; shared with ``anystar timeseries``."""
-    from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, FALLBACK_SCALE
+    from napari_anystar.model.object_size import (
+        DEFAULT_SCALE_POLICY,
+        FALLBACK_SCALE,
+        TRAINING_DIAMETER,
+    )
 
     fallback = " ".join(f"{s:g}" for s in FALLBACK_SCALE)
     parser.add_argument(
@@ -70,7 +74,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[DEFAULT_SCALE_POLICY],
         metavar="S",
-        help="rescale before the network so objects are ~10-40 voxels across: S or Z Y X, or "
+        help=f"rescale before the network so objects are ~{TRAINING_DIAMETER:g} voxels across "
+        "(the training size): S or Z Y X, or "
         "'auto' to measure the objects the network finds from raw voxels and rescale them to "
         f"its training size (a volume with too few objects keeps {fallback}, with a warning) "
         f"(default: {DEFAULT_SCALE_POLICY})",

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider
 
 from napari_anystar._widgets._segment_models import ModelChooser
-from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY
+from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, TRAINING_DIAMETER
 from napari_anystar.model.predict import DEFAULT_MIN_PROB
 from napari_anystar.normalization import ANYSTAR, Normalization
 
@@ -46,12 +46,16 @@ HELP = {
     "the layer's voxel size divided by its X voxel size (isotropic voxels, e.g. voxel size "
     "(2, 0.5, 0.5) -> (4, 1, 1)). Manual: the scale boxes.",
     "scale": "Rescale factors (Z, Y, X) applied before the network (editable in Manual mode). "
-    "Choose them so objects are ~10-40 voxels across.",
+    f"Choose them so objects are about {TRAINING_DIAMETER:g} voxels across (the network's "
+    "training size).",
     "suggest": "Run the network, measure the objects it finds and set the scale so that they "
     "are the size the network was trained on (~12 voxels along each axis), in Manual mode. "
     "Uses the current scale as the starting point.",
     "tiles": "Split the volume into Z x Y x X tiles (automatic: windows of about 64^3 voxels).",
     "device": "Where the network runs: Auto uses a GPU when TensorFlow sees one.",
+    "run": "Segment the image: the network runs in the background (per-tile progress), then "
+    "the sliders change the labels live without running it again.",
+    "cancel": "Stop the running job after the current tile; the labels on screen stay.",
     "show_prob": "Also show the network's object probability map as an image layer.",
 }
 
@@ -124,7 +128,9 @@ class SegmentForm(QWidget):
         self.show_prob_check.setToolTip(HELP["show_prob"])
 
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip(HELP["run"])
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip(HELP["cancel"])
         self.cancel_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)

@@ -407,3 +407,18 @@ def test_models_changed_callbacks(tiny_model_dir, tmp_path):
     finally:
         unsubscribe_broken()
         unsubscribe_b()
+
+
+def test_unfinished_training_runs_are_marked_in_listings(tiny_model_dir, tmp_path):
+    from napari_anystar.model.model_settings import model_note
+
+    folder = copy_model(tiny_model_dir, tmp_path / "cut")
+    record = {"status": "interrupted", "steps_done": 14, "total_steps": 100}
+    (folder / "training.json").write_text(json.dumps(record))
+    assert model_note(folder) == "unfinished training (interrupted at step 14 of 100)"
+    (folder / "training.json").write_text(json.dumps({**record, "status": "running"}))
+    assert model_note(folder) == "unfinished training (running at step 14 of 100)"
+    (folder / "training.json").write_text(json.dumps({**record, "status": "finished"}))
+    assert model_note(folder) == ""
+    (folder / "training.json").write_text("{broken")
+    assert model_note(folder) == ""  # an unreadable record says nothing

@@ -24,6 +24,8 @@ RAY_SCALE_RANGE = (0.5, 2.0)
 #: Published sha256 of the paper's AnyStar-mix ``config.json`` and ``weights_best.h5``.
 PAPER_CONFIG_SHA256 = "1783c3dcfd38c0f5254664aabcac2b407f4e5cf36ab491b6334784317cc832fe"
 PAPER_WEIGHTS_SHA256 = "12d013468d02a3c77f772bbbb8929275fe75a994ad797c42e3d1169cb0b2b073"
+#: The training record a run writes into its model folder.
+TRAINING_FILE = "training.json"
 PAPER_MODEL_NOTE = "AnyStar-mix (paper weights)"
 
 _lock = threading.Lock()
@@ -127,8 +129,25 @@ def model_normalization(folder: str | Path) -> Normalization:
 
 
 def model_note(folder: str | Path) -> str:
-    """What a model listing says about the folder ("" for most)."""
-    return PAPER_MODEL_NOTE if is_paper_model(folder) else ""
+    """What a model listing says about the folder ("" for most): the paper's weights, or a
+    training run that did not finish (cancelled, or still running or killed)."""
+    return PAPER_MODEL_NOTE if is_paper_model(folder) else unfinished_training_note(folder)
+
+
+def unfinished_training_note(folder: str | Path) -> str:
+    """E.g. "unfinished training (interrupted at step 14 of 100)" when the folder's
+    ``training.json`` says the run did not finish; "" otherwise."""
+    try:
+        record = json.loads((Path(folder) / TRAINING_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ""
+    status = record.get("status") if isinstance(record, dict) else None
+    if not isinstance(status, str) or status == "finished":
+        return ""
+    step, total = record.get("steps_done"), record.get("total_steps")
+    known = isinstance(step, int) and isinstance(total, int)
+    where = f" at step {step} of {total}" if known else ""
+    return f"unfinished training ({status}{where})"
 
 
 def check_settings(folder: str | Path) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from napari_anystar._generators import mapped
+from napari_anystar.model.model_settings import TRAINING_FILE
 from napari_anystar.normalization import Normalization
 from napari_anystar.train import checkpoint as ckpt
 from napari_anystar.train.data import load_pairs, make_targets, sample_patch
@@ -134,7 +135,7 @@ class _Record:
 
         t = self.timing
         n = max(t["steps_timed"], 1)
-        ckpt.write_json(self.out / "training.json", {
+        ckpt.write_json(self.out / TRAINING_FILE, {
             "status": status,
             "recipe": self.recipe.to_dict(),
             "seed": self.recipe.seed,

@@ -322,3 +322,7 @@ def test_check_pair_refuses_binary_mask_of_many_objects():
     _, labels = spheres()
     with pytest.raises(ValueError, match=r"binary mask .* 3 separate"):
         check_pair(np.zeros(labels.shape), (labels > 0).astype(np.uint8), "img", "lbl")
+
+
+def test_progress_bar_says_nothing_before_a_run(widget):
+    assert widget.progress_bar.text() == "" and widget.progress_bar.value() == 0

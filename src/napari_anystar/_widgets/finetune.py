@@ -143,7 +143,7 @@ class FineTuneWidget(QWidget):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("step %v / %m")
+        self.progress_bar.setFormat("")  # no step count before a run
         self.progress_bar.setValue(0)
         self._steps = (0, 0)  # (step, total) of the last optimisation step
         self.loss_plot = LossPlot()

@@ -58,6 +58,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         FALLBACK_SCALE,
         TRAINING_DIAMETER,
     )
+    from napari_anystar.model.predict import DEFAULT_DEVICE, DEVICES
 
     fallback = " ".join(f"{s:g}" for s in FALLBACK_SCALE)
     parser.add_argument(
@@ -97,7 +98,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="clip normalised intensities to [0, 1] (default: as the model's normalisation)",
     )
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run"
+        "--device", choices=DEVICES, default=DEFAULT_DEVICE,
+        help="where to run (default: %(default)s)"
     )
 
 

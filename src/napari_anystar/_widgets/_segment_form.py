@@ -21,10 +21,9 @@ from superqt import QLabeledDoubleSlider
 
 from napari_anystar._widgets._segment_models import ModelChooser
 from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, TRAINING_DIAMETER
-from napari_anystar.model.predict import DEFAULT_MIN_PROB
+from napari_anystar.model.predict import DEFAULT_MIN_PROB, DEVICES
 from napari_anystar.normalization import ANYSTAR, Normalization
 
-DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("GPU", "gpu"))
 SCALE_MODES = (
     ("Auto (Suggest from raw voxels)", "auto"),
     ("From voxel size", "voxel_size"),
@@ -121,8 +120,9 @@ class SegmentForm(QWidget):
             self.tile_spins.append(spin)
         self.auto_tiles_check.toggled.connect(self._on_auto_tiles)
         self.device_combo = QComboBox()
-        for title, value in DEVICES:
-            self.device_combo.addItem(title, value)
+        for value in DEVICES:
+            self.device_combo.addItem(value.capitalize() if value == "auto" else value.upper(),
+                                      value)
         self.device_combo.setToolTip(HELP["device"])
         self.show_prob_check = QCheckBox("Show probability map")
         self.show_prob_check.setToolTip(HELP["show_prob"])

@@ -28,7 +28,9 @@ WINDOW = 64
 MIN_SIZE = 8
 #: Candidates are stored for probabilities above this floor (lowest reachable threshold).
 DEFAULT_MIN_PROB = 0.05
+#: Where the network may run; ``DEFAULT_DEVICE`` uses a GPU when TensorFlow sees one.
 DEVICES = ("auto", "cpu", "gpu")
+DEFAULT_DEVICE = "auto"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class PredictSettings:
     norm: Normalization | None = None
     scale: tuple[float, float, float] | None = None
     n_tiles: tuple[int, int, int] | None = None
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
 
     def validate(self) -> None:
         if self.norm is not None:

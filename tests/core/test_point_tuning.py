@@ -37,7 +37,7 @@ CLICKS = np.array([[3.0, 3.0, 3.0],  # object 1: true positive
 
 def test_matching_rule_counts_hits_merges_misses_and_unclicked_objects_in_the_box():
     points = clicked_points(CLICKS, SHAPE)
-    assert (points.lo, points.hi) == ((3, 1, 1), (12, 12, 12))
+    assert (points.region.lo, points.region.hi) == ((3, 1, 1), (12, 12, 12))
     counts = point_counts(_objects(), points)
     # TP: objects 1 and 2; FN: the merge and the background click; FP: object 3 only
     assert counts == PointCounts(tp=2, fp=1, fn=2)
@@ -46,7 +46,7 @@ def test_matching_rule_counts_hits_merges_misses_and_unclicked_objects_in_the_bo
 
 def test_whole_volume_region_counts_every_unclicked_object():
     points = clicked_points(CLICKS, SHAPE, whole_volume=True)
-    assert (points.lo, points.hi) == ((0, 0, 0), (19, 29, 39))
+    assert (points.region.lo, points.region.hi) == ((0, 0, 0), (19, 29, 39))
     assert point_counts(_objects(), points) == PointCounts(tp=2, fp=3, fn=2)
 
 

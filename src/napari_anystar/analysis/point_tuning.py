@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .evaluate import object_centroids
+from .evaluate import Box, object_centroids
 from .tuning import search_thresholds
 
 #: What the default scoring region asks of the person clicking (shown in the widget).
@@ -32,12 +32,7 @@ class ClickedPoints:
     """Clicked centres of one volume as voxel indices, and the region they score."""
 
     voxels: np.ndarray  # (n, 3) int64 voxel indices (Z, Y, X), all inside the volume
-    lo: tuple[int, int, int]  # scoring region: inclusive voxel bounds
-    hi: tuple[int, int, int]
-
-    def in_region(self, coords: np.ndarray) -> np.ndarray:
-        """Which rows of ``coords`` (n, 3; voxel units) lie inside the scoring region."""
-        return np.all((coords >= self.lo) & (coords <= self.hi), axis=1)
+    region: Box  # scoring region, voxel bounds inclusive
 
 
 def clicked_points(
@@ -68,7 +63,7 @@ def clicked_points(
         lo, hi = (0, 0, 0), tuple(s - 1 for s in shape)
     else:
         lo, hi = tuple(voxels.min(axis=0).tolist()), tuple(voxels.max(axis=0).tolist())
-    return ClickedPoints(voxels, lo, hi)
+    return ClickedPoints(voxels, Box(lo, hi))
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def point_counts(labels: np.ndarray, points: ClickedPoints) -> PointCounts:
     tp = len(hit_ids)
     ids, centres = object_centroids(labels)
     unclicked = ~np.isin(ids, hit_ids)
-    fp = int(np.count_nonzero(points.in_region(centres[unclicked])))
+    fp = int(np.count_nonzero(points.region.contains(centres[unclicked])))
     return PointCounts(tp=tp, fp=fp, fn=len(points.voxels) - tp)
 
 

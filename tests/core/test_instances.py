@@ -202,6 +202,7 @@ def test_object_probabilities_match_stardist_details(nms_model):
         labels = solver.labels(p, n)
         probs = solver.object_probabilities(p, n)
         assert probs.shape == (labels.max() + 1,) and np.isnan(probs[0])
+        assert len(np.unique(labels[labels > 0])) == len(probs) - 1  # the object count
         _, details = nms_model.predict_instances(
             image, prob_thresh=p, nms_thresh=n,
             normalizer=settings.for_model(nms_model).norm.csbdeep(), show_tile_progress=False)

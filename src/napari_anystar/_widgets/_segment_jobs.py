@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from napari_anystar._generators import mapped
-from napari_anystar._widgets._segment_output import count_objects
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import AutoScale, SizeEstimate, auto_scale, estimate_scale
@@ -169,7 +168,7 @@ def solve(solver: InstanceSolver, prob: float, nms: float
     with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
         object_prob = solver.object_probabilities(prob, nms)
-    return labels, count_objects(labels), object_prob
+    return labels, len(object_prob) - 1, object_prob  # labels are numbered 1..n
 
 
 def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:

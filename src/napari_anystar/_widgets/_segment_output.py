@@ -54,16 +54,6 @@ def run_metadata(entry: registry.ModelEntry, input_name: str, volume: InputVolum
     }
 
 
-def count_objects(labels: np.ndarray) -> int:
-    """Number of distinct non-zero ids (O(voxels), no sort)."""
-    if labels.size == 0:
-        return 0
-    flat = labels.ravel()
-    if flat.max() <= 0:
-        return 0
-    return int(np.count_nonzero(np.bincount(flat[flat > 0])))
-
-
 def layer_tag(input_name: str, role: str) -> dict[str, str]:
     """The metadata tag identifying our ``role`` ("labels"/"probability") layer of an input."""
     return {"widget": "segment", "role": role, "input": input_name}

@@ -12,7 +12,9 @@ of the kept objects): the ``object_diameter`` that makes *auto* compare like wit
 No real image is used.
 
 Usage: python benchmarks/calibrate_ray_scale.py [--model as-mix-lite] [--generator as-mix]
-       [--n 16] [--seed 9100]
+       [--n 16] [--seed 9100] [--psf-blur P] [--axial-blur P]
+(give the blur probabilities the model was trained with, so its volumes look like its
+training data)
 Prints one JSON object on the last line.
 """
 
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generator", default="as-mix")
     ap.add_argument("--n", type=int, default=16, help="number of held-out samples")
     ap.add_argument("--seed", type=int, default=9100, help="first sample seed")
+    ap.add_argument("--psf-blur", type=float, default=0.0, metavar="P",
+                    help="PSF blur probability of the volumes (the model's training recipe)")
+    ap.add_argument("--axial-blur", type=float, default=0.0, metavar="P",
+                    help="axial blur probability of the volumes (the model's training recipe)")
     args = ap.parse_args(argv)
 
     from napari_anystar._generators import result_of
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.object_size import object_extents, weighted_median
     from napari_anystar.model.predict import predict_network
-    from napari_anystar.synth import generate
+    from napari_anystar.synth import SynthSettings, generate
     from napari_anystar.train.thresholds import TUNING_SIZE, tuning_settings
 
     entry = registry.resolve_model(args.model) if args.model else registry.default_model()
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     model = registry.load_model(entry)
     prob, nms = registry.model_thresholds(entry)
     current = registry.ray_scale(entry.path)
-    settings = tuning_settings(None)
+    settings = tuning_settings(SynthSettings(psf_blur=args.psf_blur, axial_blur=args.axial_blur))
     samples = [generate(args.generator, args.seed + i, settings) for i in range(args.n)]
     outputs = [result_of(predict_network(model, sample.image)) for sample in samples]
     truth = [s.labels.astype(np.int32) for s in samples]

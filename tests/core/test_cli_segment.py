@@ -41,19 +41,21 @@ def thresholds(folder) -> tuple[float, float]:
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Record what the CLI passes to ``segment_volume`` and the labels it gets back."""
-    from napari_anystar.model import segment
+    """Record what the CLI passes to the pipeline core (``segmenter.network_job``): the
+    volume, the settings as run (the scale chosen), the thresholds and the labels."""
+    from napari_anystar.model import segmenter
 
-    real = segment.segment_volume
+    real = segmenter.network_job
     seen: list[dict] = []
 
-    def spy(model, image, settings, prob_thresh, nms_thresh):
-        call = {"shape": image.shape, "settings": settings, "prob": prob_thresh, "nms": nms_thresh}
+    def spy(entry, image, settings, thresholds, cache, **kwargs):
+        call = {"shape": image.shape, "prob": thresholds[0], "nms": thresholds[1]}
         seen.append(call)
-        call["labels"] = yield from real(model, image, settings, prob_thresh, nms_thresh)
-        return call["labels"]
+        result = yield from real(entry, image, settings, thresholds, cache, **kwargs)
+        call["settings"], call["labels"] = result.settings, result.labels
+        return result
 
-    monkeypatch.setattr(segment, "segment_volume", spy)
+    monkeypatch.setattr(segmenter, "network_job", spy)
     return seen
 
 

@@ -231,3 +231,30 @@ def test_axial_blur_smooths_one_axis_only():
     others = [r for a, r in enumerate(roughness) if a != smooth_axis]
     assert roughness[smooth_axis] < 0.7 * min(others)
     assert abs(others[0] - others[1]) < 0.05 * others[0]  # the two other axes alike
+
+
+def test_psf_blur_smooths_every_axis_alike_and_keeps_the_mean():
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32, 32), dtype=np.float32)
+    assert aug.psf_blur(rng, image, 0.0) is image
+    blurred = aug.psf_blur(np.random.default_rng(1), image, 1.0)
+    before = [np.abs(np.diff(image, axis=a)).mean() for a in range(3)]
+    after = [np.abs(np.diff(blurred, axis=a)).mean() for a in range(3)]
+    assert all(a < 0.7 * b for a, b in zip(after, before, strict=True))
+    assert max(after) < 1.25 * min(after)  # isotropic (axial blur: one axis 0.7x the others)
+    assert abs(float(blurred.mean()) - float(image.mean())) < 1e-3
+
+
+def test_psf_blur_softens_the_image_but_keeps_the_labels():
+    from napari_anystar.synth import SynthSettings, generate
+
+    settings = SynthSettings(size=48, grid_size=64, mean_radius=6.0, pad_choices=(0,),
+                             augment_spatial=False)
+    sharp = generate("as-brightfg-plainbg", 3, settings)
+    soft = generate("as-brightfg-plainbg", 3, SynthSettings(**{
+        **settings.__dict__, "psf_blur": 1.0}))
+    np.testing.assert_array_equal(sharp.labels, soft.labels)  # labels: the objects' true extent
+    edges = [np.abs(np.diff(s.image, axis=2)).mean() for s in (sharp, soft)]
+    assert edges[1] < 0.9 * edges[0]
+    with pytest.raises(ValueError, match="PSF blur"):
+        SynthSettings(psf_blur=1.5).validate()

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import drain
-from napari_anystar._widgets import _segment_jobs
 from napari_anystar._widgets import segment as segment_module
-from napari_anystar.model import registry
+from napari_anystar.model import registry, segmenter
 from napari_anystar.model.predict import PredictSettings, predict_network
 
 from .segment_helpers import _blobs, _docked
@@ -102,5 +101,5 @@ def blocking_network(monkeypatch):
         finally:
             state["closed"].set()
 
-    monkeypatch.setattr(_segment_jobs, "predict_network", fake)
+    monkeypatch.setattr(segmenter, "predict_network", fake)
     return state

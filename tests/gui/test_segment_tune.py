@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import drain
-from napari_anystar._widgets import _segment_jobs, _segment_tune
+from napari_anystar._widgets import _segment_tune
 from napari_anystar._widgets._segment_tune import search_floor
 from napari_anystar.analysis.evaluate import object_centroids
 from napari_anystar.analysis.point_tuning import (
@@ -23,6 +23,7 @@ from napari_anystar.analysis.point_tuning import (
     tune_thresholds_on_points,
 )
 from napari_anystar.analysis.tuning import tune_thresholds_on_outputs
+from napari_anystar.model import segmenter
 from napari_anystar.model.predict import PredictSettings
 
 from .segment_helpers import SHAPE, TIMEOUT, _blobs, _our_labels, _reference, _run
@@ -135,13 +136,13 @@ def test_also_trying_scales_runs_the_network_once_per_new_scale(
     truth = big.labels(0.6, 0.3)  # ground truth that only the scale 1.25 reproduces
     viewer.add_labels(truth, name="truth")
     scales = []
-    real = _segment_jobs.predict_network
+    real = segmenter.predict_network
 
     def spy(model, volume, settings):
         scales.append(settings.scale)
         return real(model, volume, settings)
 
-    monkeypatch.setattr(_segment_jobs, "predict_network", spy)
+    monkeypatch.setattr(segmenter, "predict_network", spy)
     widget.tune_section.scales_check.setChecked(True)
 
     with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT):  # re-run at the best scale
@@ -227,7 +228,7 @@ def test_cancel_while_trying_scales_changes_nothing(
         finally:
             closed.set()
 
-    monkeypatch.setattr(_segment_jobs, "predict_network", blocked)
+    monkeypatch.setattr(segmenter, "predict_network", blocked)
     section = widget.tune_section
     section.scales_check.setChecked(True)
     section.source_combo.setCurrentIndex(section.source_combo.findData("truth"))

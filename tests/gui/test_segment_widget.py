@@ -11,10 +11,11 @@ import threading
 import numpy as np
 
 import napari_anystar
-from napari_anystar._widgets import _segment_jobs
+from napari_anystar._widgets import segment as segment_module
 from napari_anystar._widgets._segment_output import OBJECT_PROBABILITY
-from napari_anystar.model import registry
+from napari_anystar.model import registry, segmenter
 from napari_anystar.model.instances import InstanceSolver
+from napari_anystar.model.object_size import SizeEstimate
 from napari_anystar.model.predict import predict_network
 from napari_anystar.normalization import LEGACY, Normalization
 
@@ -175,7 +176,7 @@ def test_second_run_reuses_network_output(qtbot, viewer_widget, monkeypatch):
         calls.append(args)
         return predict_network(*args, **kwargs)
 
-    monkeypatch.setattr(_segment_jobs, "predict_network", counting)
+    monkeypatch.setattr(segmenter, "predict_network", counting)
     viewer.add_image(_blobs(), name="blobs")
     first = _run(qtbot, widget)
     first_data = first.data.copy()
@@ -219,9 +220,10 @@ def test_time_series_uses_displayed_volume(qtbot, viewer_widget):
     for spin in widget.scale_spins:
         spin.setValue(1.0)
     layer = _run(qtbot, widget)
-    assert layer.data.shape == SHAPE
+    assert layer.data.shape == (3, *SHAPE)  # one 4D layer: labels only at the segmented frame
     assert layer.metadata["frame"] == (2,)
-    np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
+    np.testing.assert_allclose(layer.scale, (1.0, 2.0, 1.0, 1.0))
+    assert layer.data[2].any() and not layer.data[:2].any()
     assert "displayed" in widget.status_label.text()
     np.testing.assert_array_equal(viewer.layers["movie"].data, series)
 
@@ -256,3 +258,45 @@ def test_closing_viewer_mid_run_stops_cleanly(qtbot, viewer_widget, blocking_net
     blocking_network["release"].set()
     qtbot.waitUntil(blocking_network["closed"].is_set, timeout=TIMEOUT)
     assert blocking_network["tiles"] == 1
+
+
+def test_cancel_after_the_last_tile_drops_the_result(qtbot, viewer_widget, monkeypatch):
+    """Cancel while the labels of a one-tile run are being solved: "Cancelled.", no layer."""
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    solving, release = threading.Event(), threading.Event()
+    original = segmenter.solve
+
+    def slow_solve(*args):
+        solving.set()
+        assert release.wait(30)
+        return original(*args)
+
+    monkeypatch.setattr(segmenter, "solve", slow_solve)
+    widget.run()
+    qtbot.waitUntil(solving.is_set, timeout=TIMEOUT)
+    with qtbot.waitSignal(widget.run_cancelled, timeout=TIMEOUT):
+        widget.cancel()
+        release.set()
+    assert widget.status_label.text() == "Cancelled."
+    assert _labels_layers(viewer) == []
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_suggest_after_a_run_resolves_the_labels_at_the_new_scale(qtbot, viewer_widget,
+                                                                   monkeypatch):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    first = _run(qtbot, widget)
+    suggested = SizeEstimate((1.5, 1.25, 1.25), (8.0, 9.6, 9.6), 12)
+
+    def fake_scale_job(entry, image, settings, thresholds):
+        yield "size", 0, 1
+        return suggested
+
+    monkeypatch.setattr(segment_module, "scale_job", fake_scale_job)
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
+        widget.suggest_scale()
+    layer = blocker.args[0]
+    assert layer is first  # the same layer, updated in place
+    assert tuple(layer.metadata["scale"]) == suggested.scale == widget.scale()

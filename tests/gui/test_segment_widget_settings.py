@@ -16,6 +16,7 @@ from qtpy.QtCore import Qt
 
 from conftest import drain
 from napari_anystar import _paths
+from napari_anystar._widgets import segment as segment_module
 from napari_anystar._widgets.segment import SegmentWidget
 from napari_anystar.model import model_settings, registry
 from napari_anystar.model.object_size import FALLBACK_SCALE, auto_scale
@@ -134,7 +135,8 @@ def test_bad_input_is_refused_without_worker(qtbot, viewer_widget, errors, data,
     assert _labels_layers(viewer) == []
 
 
-def test_suggest_scale_failures_are_reported_and_leave_the_scale(qtbot, viewer_widget, errors):
+def test_suggest_scale_failures_are_reported_and_leave_the_scale(qtbot, viewer_widget, errors,
+                                                                monkeypatch):
     viewer, widget = viewer_widget
     viewer.add_image(np.ones((48, 48), np.float32), name="flat")
     with qtbot.waitSignal(widget.run_failed, timeout=1000) as blocker:
@@ -144,9 +146,12 @@ def test_suggest_scale_failures_are_reported_and_leave_the_scale(qtbot, viewer_w
     viewer.add_image(_blobs(), name="blobs")
     widget.image_combo.setCurrentIndex(widget.image_combo.findData("blobs"))
     before = [spin.value() for spin in widget.scale_spins]
-    widget.prob_slider.setValue(1.0)  # nothing passes: no size to measure
+    widget.prob_slider.setValue(0.3)  # not used: Suggest measures at the model's thresholds
+    monkeypatch.setattr(segment_module, "model_thresholds", lambda entry: (1.0, 0.4))
     with qtbot.waitSignal(widget.run_failed, timeout=TIMEOUT) as blocker:
-        widget.suggest_scale()
+        widget.suggest_scale()  # nothing passes probability 1: no size to measure
+        started = widget.status_label.text()
+    assert "model's thresholds (probability 1.00" in started
     assert "too few to estimate" in blocker.args[0]
     assert "too few to estimate" in widget.status_label.text()
     assert [spin.value() for spin in widget.scale_spins] == before

@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from napari_anystar._cli.common import UserError
+from napari_anystar._generators import mapped
 from napari_anystar.volume_io import (
     SUPPORTED_SUFFIXES,
     check_writable,
     split_suffix,
     volume_format,
 )
+
+#: tqdm unit of each stage of the pipeline core's progress
+STAGE_UNITS = {"size": "round", "tiles": "tile"}
 
 __all__ = [
     "add_model_options",
@@ -218,14 +222,27 @@ def load_model(entry: Any, settings: Any) -> Any:
 
 def drive(job: Generator[tuple[int, int], None, Any], desc: str, unit: str = "tile") -> Any:
     """Run a (done, total) generator with a tqdm bar on stderr; its result."""
+    return drive_stages(mapped(job, lambda progress: (unit, *progress)), desc,
+                        units={unit: unit})
+
+
+def drive_stages(job: Generator[tuple, None, Any], desc: str,
+                 units: dict[str, str] = STAGE_UNITS) -> Any:
+    """Run a ``(stage, done, total)`` generator with a tqdm bar per stage on stderr (the
+    pipeline core's ``"size"`` rounds of the auto scale, then ``"tiles"``); its result."""
     from tqdm import tqdm
 
-    bar = None
+    bar, stage = None, None
     try:
         while True:
-            done, total = next(job)
-            if bar is None:
-                bar = tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            now, done, total = next(job)
+            if now != stage:
+                if bar is not None:
+                    bar.close()
+                stage = now
+                label = desc if len(units) == 1 else f"{desc} {now}"
+                bar = tqdm(desc=label, total=total, unit=units.get(now, now), file=sys.stderr,
+                           dynamic_ncols=True)
             bar.total = total
             bar.update(done - bar.n)
     except StopIteration as stop:
@@ -234,17 +251,6 @@ def drive(job: Generator[tuple[int, int], None, Any], desc: str, unit: str = "ti
         job.close()
         if bar is not None:
             bar.close()
-
-
-def _auto_scale(model: Any, image: Any, settings: Any, prob: float, nms: float, name: str) -> Any:
-    """``settings`` at the scale of the default policy (``object_size.auto_scale``)."""
-    from dataclasses import replace
-
-    from napari_anystar.model.object_size import auto_scale
-
-    choice = drive(auto_scale(model, image, settings, prob, nms), f"{name} size", unit="round")
-    print(f"{name}: {'warning: ' if choice.fell_back else ''}{choice.note}", file=sys.stderr)
-    return replace(settings, scale=choice.scale)
 
 
 def prepare_model(args: argparse.Namespace) -> tuple[Any, Any, float, float]:
@@ -261,17 +267,22 @@ def prepare_model(args: argparse.Namespace) -> tuple[Any, Any, float, float]:
 
 
 def segment_image(
-    model: Any, image: Any, settings: Any, args: argparse.Namespace, prob: float, nms: float,
+    entry: Any, image: Any, settings: Any, args: argparse.Namespace, prob: float, nms: float,
     name: str,
 ) -> Any:
-    """Labels of one checked volume (at the auto scale first, if ``--scale auto``), with
-    progress on stderr; ValueError from the pipeline passes through."""
-    from napari_anystar.model.segment import segment_volume
+    """Labels of one checked volume through the pipeline core the Segment widget uses
+    (``model.segmenter.network_job``: the auto scale first if ``--scale auto``), with progress
+    on stderr; ValueError from the pipeline passes through."""
+    from napari_anystar.model.cache import PredictionCache
+    from napari_anystar.model.segmenter import network_job
 
-    chosen = settings
-    if args.scale == ["auto"]:
-        chosen = _auto_scale(model, image, settings, prob, nms, name)
-    return drive(segment_volume(model, image, chosen, prob, nms), name)
+    job = network_job(entry, image, settings, (prob, nms), PredictionCache(max_entries=1),
+                      auto_scaled=args.scale == ["auto"])
+    result = drive_stages(job, name)
+    if result.auto is not None:
+        warning = "warning: " if result.auto.fell_back else ""
+        print(f"{name}: {warning}{result.auto.note}", file=sys.stderr)
+    return result.labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -324,7 +335,7 @@ def _segment_file(src: Path, dst: Path, model: list[Any], entry: Any, settings: 
     if not model:
         model.append(load_model(entry, settings))
     try:
-        labels = segment_image(model[0], image, settings, args, prob, nms, src.name)
+        labels = segment_image(entry, image, settings, args, prob, nms, src.name)
     except ValueError as err:
         raise UserError(f"{src}: {err}") from None
     dst.parent.mkdir(parents=True, exist_ok=True)

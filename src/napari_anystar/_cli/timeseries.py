@@ -125,8 +125,8 @@ def _segment(args: argparse.Namespace, image: Any, name: str) -> Any:
     try:
         volume = drive(iter_projection(image, args.frame), f"{name} {what}", unit="frame")
         check_volume(volume, scale=settings.scale)
-        model = load_model(entry, settings)
-        labels = segment_image(model, volume, settings, args, prob, nms, f"{name} {what}")
+        load_model(entry, settings)  # a model that cannot load: one clear message
+        labels = segment_image(entry, volume, settings, args, prob, nms, f"{name} {what}")
     except ValueError as err:
         raise UserError(f"{name} ({what}): {err}") from None
     if not np.any(labels):

@@ -56,6 +56,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     data.add_argument("--axial-blur", type=float, metavar="P",
                       help="probability of an extra blur along one axis, an elongated "
                       "point-spread function (default 0)")
+    data.add_argument("--psf-blur", type=float, metavar="P",
+                      help="probability of an isotropic point-spread-function blur of the "
+                      "clean synthetic image, soft edges as in real microscopy (default 0)")
     data.add_argument("--workers", type=int, default=1, metavar="N",
                       help="processes generating synthetic samples (default 1; 0 = in-line)")
     model = p.add_argument_group("model and optimisation")
@@ -102,8 +105,10 @@ def _settings(args):
         synth["zoom_range"] = tuple(args.zoom)
     if args.axial_blur is not None:
         synth["axial_blur"] = args.axial_blur
+    if args.psf_blur is not None:
+        synth["psf_blur"] = args.psf_blur
     if synth and args.generator is None:
-        raise UserError("--zoom and --axial-blur need --generator")
+        raise UserError("--zoom, --axial-blur and --psf-blur need --generator")
     return TrainSettings(
         out_dir=args.out,
         synth_settings=SynthSettings(**synth) if synth else None,

@@ -32,10 +32,14 @@ class PairPicker(QObject):
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         self.add_button = QPushButton("Add pair")
+        self.add_button.setToolTip("List the image and labels layers chosen above as a "
+                                   "training pair (copied when training starts).")
         self.add_button.clicked.connect(self.add)
         self.list = QListWidget()
         self.list.setMaximumHeight(90)
         self.remove_button = QPushButton("Remove pair")
+        self.remove_button.setToolTip("Remove the selected pairs (the last one if none is "
+                                      "selected) from the list; the layers stay.")
         self.remove_button.clicked.connect(self.remove_selected)
 
     def add_rows(self, form: QFormLayout) -> None:

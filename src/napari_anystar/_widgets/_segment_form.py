@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -59,15 +60,26 @@ HELP = {
 }
 
 
-def _spin_row(spins: list[QWidget]) -> QWidget:
+def _form(box: QGroupBox) -> QFormLayout:
+    """A form that puts a field below its label when the dock is too narrow for both."""
+    form = QFormLayout(box)
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    return form
+
+
+def _spin_row(spins: list[QAbstractSpinBox]) -> QWidget:
+    """Number boxes side by side, with no labels between them (the dock may be narrow)."""
     row = QWidget()
     layout = QHBoxLayout(row)
     layout.setContentsMargins(0, 0, 0, 0)
-    for axis, spin in zip(AXES, spins, strict=True):
-        spin.setToolTip(axis)
-        layout.addWidget(QLabel(axis))
+    for spin in spins:
         layout.addWidget(spin, 1)
     return row
+
+
+def _axis_tooltips(spins: list[QAbstractSpinBox], help_text: str) -> None:
+    for axis, spin in zip(AXES, spins, strict=True):
+        spin.setToolTip(f"{axis}: {help_text}")
 
 
 def _threshold_slider(low: float, tooltip: str) -> QLabeledDoubleSlider:
@@ -118,6 +130,8 @@ class SegmentForm(QWidget):
             spin.setRange(1, 64)
             spin.setEnabled(False)
             self.tile_spins.append(spin)
+        _axis_tooltips(self.tile_spins, HELP["tiles"])
+        _axis_tooltips(self.scale_spins, HELP["scale"])
         self.auto_tiles_check.toggled.connect(self._on_auto_tiles)
         self.device_combo = QComboBox()
         for value in DEVICES:
@@ -188,29 +202,25 @@ class SegmentForm(QWidget):
 
     def _layout(self) -> None:
         inputs = QGroupBox("Input")
-        form = QFormLayout(inputs)
+        form = _form(inputs)
         form.addRow("Image", self.image_combo)
         form.addRow("Model", self.model_chooser)
 
         thresholds = QGroupBox("Thresholds (live)")
-        form = QFormLayout(thresholds)
+        form = _form(thresholds)
         form.addRow("Probability", self.prob_slider)
         form.addRow("NMS", self.nms_slider)
 
         prediction = QGroupBox("Prediction")
-        form = QFormLayout(prediction)
-        norm = QWidget()
-        row = QHBoxLayout(norm)
-        row.setContentsMargins(0, 0, 0, 0)
-        for label, spin in (("low", self.norm_low), ("high", self.norm_high)):
-            row.addWidget(QLabel(label))
-            row.addWidget(spin, 1)
-        row.addWidget(self.norm_clip_check)
+        form = _form(prediction)
+        self.norm_low.setPrefix("low ")
+        self.norm_high.setPrefix("high ")
+        norm = _spin_row([self.norm_low, self.norm_high])
+        norm.layout().addWidget(self.norm_clip_check)
         form.addRow("Percentiles", norm)
         form.addRow("Scale mode", self.scale_mode_combo)
-        scale_row = _spin_row(self.scale_spins)
-        scale_row.layout().addWidget(self.suggest_scale_button)
-        form.addRow("Scale", scale_row)
+        form.addRow("Scale (Z, Y, X)", _spin_row(self.scale_spins))
+        form.addRow("", self.suggest_scale_button)
         form.addRow("Tiles", self.auto_tiles_check)
         form.addRow("", _spin_row(self.tile_spins))
         form.addRow("Device", self.device_combo)

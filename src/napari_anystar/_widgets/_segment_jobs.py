@@ -1,104 +1,11 @@
-"""Background jobs of the Segment widget, written as plain generators/functions (no Qt).
-
-``network_job`` loads the model, chooses the scale if asked to (the default policy,
-``object_size.auto_scale``) and runs (or reuses from the cache) the network, yielding
-``(stage, done, total)`` progress; closing it stops at the next tile boundary. ``scale_job``
-suggests a scale from the objects the network finds. ``solve`` turns a cached
-network output into labels for one threshold pair; ``warm_job`` pre-computes lower
-probability thresholds in the background, one chunk at a time, giving way to any ``solve``.
-"""
+"""Worker glue of the Segment widget around the pipeline core (:mod:`..model.segmenter`):
+the widget's workers and whether it is alive, and napari's error-swallowing quirk."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
-
-import numpy as np
-
-from napari_anystar._generators import mapped
-from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
-from napari_anystar.model.instances import InstanceSolver
-from napari_anystar.model.object_size import AutoScale, SizeEstimate, auto_scale, estimate_scale
-from napari_anystar.model.predict import PredictSettings, predict_network
-from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
-
-T = TypeVar("T")
-Progress = tuple[str, int, int]  # ("size", round, rounds) or ("tiles", done, total)
-
-
-@dataclass
-class RunResult:
-    """What a finished run hands back to the widget."""
-
-    output: Any  # NetworkOutput
-    solver: InstanceSolver
-    labels: np.ndarray
-    n_objects: int
-    object_prob: np.ndarray  # the network's probability per label id (index 0 unused)
-    model_sha256: str
-    cached: bool
-    settings: PredictSettings  # as run: the scale used, the normalisation resolved
-    auto: AutoScale | None  # the default policy's choice of scale; None: the scale was given
-
-
-def staged(stage: str, job: Generator[tuple[int, int], None, T]) -> Generator[Progress, None, T]:
-    """``job`` with its ``(done, total)`` progress tagged ``(stage, done, total)``; closing
-    this closes ``job``."""
-    return (yield from mapped(job, lambda progress: (stage, *progress)))
-
-
-def network_job(
-    entry: ModelEntry,
-    image: np.ndarray,
-    settings: PredictSettings,
-    thresholds: tuple[float, float],
-    cache: PredictionCache,
-    *,
-    auto_scaled: bool = False,
-) -> Generator[Progress, None, RunResult]:
-    """Network output (cached or computed) + labels; with ``auto_scaled``, at the scale
-    :func:`auto_scale` chooses first (once per volume, model, normalisation and thresholds:
-    the choice is kept in ``cache.auto_scales``)."""
-    model = load_model(entry)
-    settings = settings.for_model(model)
-    sha256 = model_fingerprint(entry)
-    data_fp = data_fingerprint(image)
-    choice = None
-    if auto_scaled:
-        auto_key = (data_fp, sha256, settings.norm, tuple(thresholds))
-        choice = cache.auto_scales.get(auto_key)
-        if choice is None:
-            choice = yield from staged("size", auto_scale(model, image, settings, *thresholds))
-            cache.auto_scales[auto_key] = choice
-        settings = replace(settings, scale=choice.scale)
-    # the ray scale is applied to the network output, so it is part of what is cached
-    ray_scale = getattr(model, "anystar_ray_scale", 1.0)
-    key = make_key(data_fp, f"{sha256} x{ray_scale:g}", settings)
-    hit = cache.get(key)
-    if hit is None:
-        # closing this job closes predict_network too: it stops at the next tile
-        output = yield from staged("tiles", predict_network(model, image, settings))
-        solver = InstanceSolver(output, model)
-        cache.put(key, output, solver)
-    else:
-        output, solver = hit
-    labels, n_objects, object_prob = solve(solver, *thresholds)
-    return RunResult(output, solver, labels, n_objects, object_prob, sha256, hit is not None,
-                     settings, choice)
-
-
-def scale_job(
-    entry: ModelEntry,
-    image: np.ndarray,
-    settings: PredictSettings,
-    thresholds: tuple[float, float],
-) -> Generator[Progress, None, SizeEstimate]:
-    """Loads the model and estimates the scale that brings the objects to training size."""
-    model = load_model(entry)
-    return (yield from staged("size", estimate_scale(model, image, settings, *thresholds)))
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -120,65 +27,6 @@ class WidgetLife:
         if self.warmup is not None:
             self.warmup.quit()
             self.warmup = None
-
-
-class SolveLock:
-    """One solver user at a time; a waiting ``solve`` goes before the next warm-up chunk."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._busy = False
-        self._waiting = 0  # solves waiting for the lock
-
-    @contextmanager
-    def _hold(self, foreground: bool) -> Iterator[None]:
-        with self._cond:
-            self._waiting += foreground
-            while self._busy or (not foreground and self._waiting):
-                self._cond.wait()
-            self._waiting -= foreground
-            self._busy = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-
-    def foreground(self) -> Any:
-        return self._hold(True)
-
-    def background(self) -> Any:
-        return self._hold(False)
-
-    def contended(self) -> bool:
-        """Is a solve waiting for the lock (a warm-up chunk should end early)?"""
-        return self._waiting > 0
-
-
-_SOLVE_LOCK = SolveLock()
-
-
-def solve(solver: InstanceSolver, prob: float, nms: float
-          ) -> tuple[np.ndarray, int, np.ndarray]:
-    """Labels for one threshold pair, their number of objects and each one's probability.
-
-    Serialised: a run reusing a cached solver may overlap a slider's solve on the same one.
-    """
-    with _SOLVE_LOCK.foreground():
-        labels = solver.labels(prob, nms)
-        object_prob = solver.object_probabilities(prob, nms)
-    return labels, len(object_prob) - 1, object_prob  # labels are numbered 1..n
-
-
-def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:
-    """``solver.warm_up`` below ``prob`` at ``nms``: chunks wait for pending solves, and
-    end early (to be taken up again) when a solve starts waiting."""
-    return (
-        yield from solver.warm_up(
-            prob, nms, lock=_SOLVE_LOCK.background, interrupt=_SOLVE_LOCK.contended
-        )
-    )
 
 
 class JobError(Exception):

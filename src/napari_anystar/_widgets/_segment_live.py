@@ -8,9 +8,10 @@ from typing import Any
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_anystar._widgets._segment_jobs import solve
+from napari_anystar.model.segmenter import solve
 
-DEBOUNCE_MS = 100
+#: Quiet time after a slider move before solving (a drag's intermediate values are skipped).
+DEBOUNCE_MS = 25
 
 
 class LiveThresholds(QObject):
@@ -18,12 +19,15 @@ class LiveThresholds(QObject):
 
     ``schedule()`` (re)starts a single-shot timer; when it fires, the current thresholds are
     solved in a worker. While one solve runs, only the newest waiting request is kept, and
-    only the result of the newest request for the current target is emitted.
+    only the result of the newest request for the current target is emitted. ``pending``
+    says True when a request is scheduled and False once nothing is left to show (the
+    widget shows it is busy meanwhile).
     """
 
     #: target, labels, n_objects, object probabilities, prob, nms
     solved = Signal(object, object, int, object, float, float)
     failed = Signal(object)  # the exception
+    pending = Signal(bool)  # True: an answer is on its way; False: nothing pending
 
     def __init__(
         self,
@@ -52,6 +56,7 @@ class LiveThresholds(QObject):
     def schedule(self) -> None:
         if self._solver is not None:
             self._timer.start()
+            self.pending.emit(True)
 
     def _request(self) -> None:
         self._serial += 1
@@ -82,5 +87,9 @@ class LiveThresholds(QObject):
     def _on_finished(self) -> None:
         self._busy = False
         queued, self._queued = self._queued, None
-        if self._alive() and queued is not None and queued[0] == self._serial:
+        if not self._alive():
+            return
+        if queued is not None and queued[0] == self._serial:
             self._start(queued)
+        elif not self._timer.isActive():
+            self.pending.emit(False)

@@ -2,6 +2,8 @@
 
 Both are "ours" (tagged in metadata, see ``_layers``) and updated in place on later runs or
 threshold changes; a user's layer is never touched, even if it has the name we would use.
+Labels of a region of the input get a layer of their own per region; a 4D+ input's labels
+layer holds all its frames, each written only by a run on that frame.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import numpy as np
 
 import napari_anystar
 from napari_anystar._widgets._layers import add_or_update_layer, find_owned_layer
-from napari_anystar._widgets._segment_input import InputVolume
+from napari_anystar._widgets._segment_input import SERIES_DTYPE, InputVolume
 from napari_anystar.model import registry
 
 if TYPE_CHECKING:
-    from napari_anystar._widgets._segment_jobs import RunResult
     from napari_anystar.model.predict import PredictSettings
+    from napari_anystar.model.segmenter import RunResult
 
 
 #: Labels-layer metadata key: the network's probability per label id (index 0 unused).
 OBJECT_PROBABILITY = "object_probability"
+#: Labels-layer metadata key of a 4D+ input's labels: {frame: thresholds and object count}.
+SEGMENTED_FRAMES = "segmented_frames"
 
 
 @dataclass
@@ -31,7 +35,7 @@ class RunRecord:
     """A run's inputs, kept to place and describe its output layers."""
 
     input_name: str
-    volume: InputVolume
+    volume: InputVolume  # replaced by the volume read, in the run's worker
     thresholds: tuple[float, float]  # (prob, nms) the run's labels were made with
     metadata: dict[str, Any]
     result: RunResult | None = None
@@ -50,13 +54,17 @@ def run_metadata(entry: registry.ModelEntry, input_name: str, volume: InputVolum
         "device": settings.device,
         "input_layer": input_name,
         "frame": volume.frame,
+        "region": None if volume.region is None else tuple(
+            zip(volume.region.start, volume.region.stop, strict=True)),
         "plugin_version": napari_anystar.__version__,
     }
 
 
-def layer_tag(input_name: str, role: str) -> dict[str, str]:
-    """The metadata tag identifying our ``role`` ("labels"/"probability") layer of an input."""
-    return {"widget": "segment", "role": role, "input": input_name}
+def layer_tag(input_name: str, role: str, part: str = "") -> dict[str, str]:
+    """The metadata tag identifying our ``role`` ("labels"/"probability") layer of an input
+    (of one ``part`` of it, e.g. a region, when given)."""
+    tag = {"widget": "segment", "role": role, "input": input_name}
+    return {**tag, "part": part} if part else tag
 
 
 def free_name(viewer: Any, base: str) -> str:
@@ -81,17 +89,19 @@ def show_layer(
     kind: str,
     data: np.ndarray,
     *,
-    input_name: str,
-    role: str,
-    suffix: str,
+    tag: Mapping[str, str],
+    base_name: str,
     transform: Mapping[str, Any],
     metadata: Mapping[str, Any],
     **add_kwargs: Any,
 ) -> Any:
-    """Add our ``role`` layer for ``input_name`` or replace its data/metadata/placement."""
-    tag = layer_tag(input_name, role)
+    """Add our layer tagged ``tag`` (named ``base_name`` if free) or replace its
+    data/metadata/placement (a layer of other dimensionality is replaced by a new one)."""
     existing = find_owned_layer(viewer, kind, tag)
-    name = existing.name if existing is not None else free_name(viewer, f"{input_name} {suffix}")
+    if existing is not None and existing.ndim != data.ndim:
+        viewer.layers.remove(existing)
+        existing = None
+    name = existing.name if existing is not None else free_name(viewer, base_name)
     layer = add_or_update_layer(
         viewer, kind, data, name=name, tag=tag, metadata=metadata, **transform, **add_kwargs
     )
@@ -108,12 +118,27 @@ def probability_transform(
     """Placement of the network's probability map over the input volume.
 
     StarDist puts probability voxel ``i`` at input voxel ``i * grid / scale`` (per axis), so
-    the map shares the input's placement with its voxel size multiplied by ``grid / scale``.
+    the map shares the input's placement with its voxel size multiplied by ``grid / scale``
+    (on the last axes; leading, e.g. time, axes keep theirs).
     """
     factor = np.asarray(grid, dtype=float) / np.asarray(scale or (1.0,) * len(grid), dtype=float)
+    voxel = np.asarray(transform["scale"], dtype=float)
+    factor = np.concatenate([np.ones(len(voxel) - len(factor)), factor])
     placed = dict(transform)
-    placed["scale"] = tuple(float(s) for s in np.asarray(transform["scale"]) * factor)
+    placed["scale"] = tuple(float(s) for s in voxel * factor)
     return placed
+
+
+def frame_array(volume_data: np.ndarray, volume: InputVolume) -> np.ndarray:
+    """A (Z, Y, X) result with the input's leading axes, of length 1: (1, ..., Z, Y, X)."""
+    return volume_data.reshape((1,) * len(volume.frame) + volume_data.shape)
+
+
+def labels_part(volume: InputVolume) -> str:
+    """What part of the input our labels layer holds: "" (all), a region, a single frame."""
+    single_frame = bool(volume.frame) and volume.series_transform is None
+    return "; ".join(filter(None, [f"frame {volume.frame_text()}" if single_frame else "",
+                                   volume.region.describe() if volume.region else ""]))
 
 
 def show_labels(viewer: Any, run: RunRecord, labels: np.ndarray, n_objects: int,
@@ -121,19 +146,39 @@ def show_labels(viewer: Any, run: RunRecord, labels: np.ndarray, n_objects: int,
     """Our labels layer of ``run``, with these thresholds' labels and metadata.
 
     ``metadata["object_probability"][i]`` is the network's probability of object ``i``.
+    Of a 4D+ input, the labels layer has all its frames (unless they exceed the memory
+    budget: then only the run's frame, placed at it): the run's frame is written, every
+    other frame is kept as it is (empty until segmented), so no frame shows another's labels.
     """
+    volume = run.volume
     metadata = {**run.metadata, "prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects,
                 OBJECT_PROBABILITY: object_prob}
-    return show_layer(viewer, "labels", labels, input_name=run.input_name, role="labels",
-                      suffix="labels", transform=run.volume.transform, metadata=metadata)
+    part = labels_part(volume)
+    tag = layer_tag(run.input_name, "labels", part)
+    data, transform = frame_array(labels, volume), volume.transform
+    if volume.series_transform is not None:
+        shape = volume.lead_shape + labels.shape
+        existing = find_owned_layer(viewer, "labels", tag)
+        kept = existing is not None and isinstance(existing.data, np.ndarray) and (
+            existing.data.shape == shape and existing.data.dtype == SERIES_DTYPE)
+        data = existing.data if kept else np.zeros(shape, SERIES_DTYPE)
+        data[volume.frame] = labels
+        transform = volume.series_transform
+        done = dict(existing.metadata.get(SEGMENTED_FRAMES, {})) if kept else {}
+        done[volume.frame] = {"prob_thresh": prob, "nms_thresh": nms, "n_objects": n_objects}
+        metadata[SEGMENTED_FRAMES] = done
+    suffix = f"labels [{part}]" if part else "labels"
+    return show_layer(viewer, "labels", data, tag=tag, base_name=f"{run.input_name} {suffix}",
+                      transform=transform, metadata=metadata)
 
 
 def show_probability(viewer: Any, run: RunRecord) -> Any:
-    """Our probability map layer of ``run``, placed over its input."""
+    """Our probability map layer of ``run``'s input (its last run), placed over the input."""
     output = run.result.output
     placed = probability_transform(run.volume.transform, output.grid, output.scale)
-    return show_layer(viewer, "image", output.prob, input_name=run.input_name,
-                      role="probability", suffix="probability", transform=placed,
+    return show_layer(viewer, "image", frame_array(output.prob, run.volume),
+                      tag=layer_tag(run.input_name, "probability"),
+                      base_name=f"{run.input_name} probability", transform=placed,
                       metadata=run.metadata, colormap="magma", blending="additive",
                       contrast_limits=(0.0, 1.0))
 

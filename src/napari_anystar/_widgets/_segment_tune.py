@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel,
 from napari_anystar._generators import mapped
 from napari_anystar._widgets._errors import worker_error_message
 from napari_anystar._widgets._layers import layer_tag
-from napari_anystar._widgets._segment_jobs import _SOLVE_LOCK, drive, network_job
+from napari_anystar._widgets._segment_jobs import drive
 from napari_anystar.analysis.point_tuning import (
     BOX_RULE,
     WHOLE_VOLUME_RULE,
@@ -35,6 +35,7 @@ from napari_anystar.analysis.point_tuning import (
     tune_thresholds_on_points,
 )
 from napari_anystar.analysis.tuning import tune_thresholds_on_outputs
+from napari_anystar.model.segmenter import _SOLVE_LOCK, network_job
 from napari_anystar.train.thresholds import candidate_floor
 
 if TYPE_CHECKING:
@@ -213,6 +214,9 @@ class TuneSection(QGroupBox):
         frame = run.volume.frame
         if frame and data.ndim == len(frame) + 3:
             data = data[frame]
+        region = run.volume.region
+        if region is not None and data.ndim == 3:
+            data = data[region.slices]  # the run segmented only this region of the image
         shape = run.volume.data.shape
         if tuple(data.shape) != shape:
             raise ValueError(f"'{layer.name}' has shape {tuple(data.shape)}, the segmented "
@@ -244,7 +248,10 @@ class TuneSection(QGroupBox):
             if not on_frame.all():
                 note = f" Used the {int(on_frame.sum())} of {len(data)} points on this volume."
             data = data[on_frame]
-        points = clicked_points(data[:, lead:], run.volume.data.shape,
+        zyx = data[:, lead:]
+        if run.volume.region is not None:
+            zyx = zyx - np.asarray(run.volume.region.start)  # into the region's voxels
+        points = clicked_points(zyx, run.volume.data.shape,
                                 whole_volume=self.whole_volume_check.isChecked())
         return points, note
 
@@ -282,6 +289,7 @@ class TuneSection(QGroupBox):
         worker.finished.connect(self._on_ended)
         self._outcome = ("failed", "Tuning stopped unexpectedly.")
         host._life.worker = worker
+        host._outcome = ()  # the host's last run outcome is not this job's
         for button in (host.run_button, host.suggest_scale_button, self.tune_button):
             button.setEnabled(False)
         host.cancel_button.setEnabled(True)

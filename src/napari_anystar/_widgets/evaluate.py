@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_anystar._widgets._errors import worker_error_message
+from napari_anystar._widgets._exit import wait_for_workers_at_exit
 from napari_anystar._widgets._layers import add_or_update_layer, find_owned_layer, layer_tag
 from napari_anystar._widgets._segment_output import free_name
 from napari_anystar.analysis.evaluate import (
@@ -164,6 +165,7 @@ class EvaluateWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        wait_for_workers_at_exit()
         self.viewer = napari_viewer
         self.worker: Any = None
         self.result: PairEvaluation | None = None

@@ -41,10 +41,12 @@ from napari_anystar._widgets._finetune_checks import (
 from napari_anystar._widgets._finetune_pairs import PairPicker
 from napari_anystar._widgets._finetune_run import drive
 from napari_anystar._widgets._loss_plot import LossPlot
+from napari_anystar._widgets._segment_models import model_label
 from napari_anystar.model import registry
 from napari_anystar.synth import GENERATOR_TITLES
 from napari_anystar.train import TrainEvent, TrainSettings, train
 from napari_anystar.train.recipe import make_recipe
+from napari_anystar.train.validation import split_validation
 
 __all__ = ["FineTuneWidget", "check_pair", "default_output_name"]
 
@@ -134,19 +136,30 @@ class FineTuneWidget(QWidget):
         run_layout.addRow("Output name", self.name_edit)
 
         self.start_button = QPushButton("Start training")
+        self.start_button.setToolTip(
+            "Train in the background into a new folder of the user models; the model is listed "
+            "once its first checkpoint is saved."
+        )
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current step and keep the last checkpoint.")
+        self.cancel_button.setToolTip(
+            "Stop after the current step and keep what was trained as a model (nothing is kept "
+            "if no step was made)."
+        )
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("")  # no step count before a run
-        self.progress_bar.setValue(0)
+        self._clear_progress()  # no step count before a run
         self._steps = (0, 0)  # (step, total) of the last optimisation step
         self.loss_plot = LossPlot()
+        self.validation_label = QLabel("")
+        self.validation_label.setWordWrap(True)
+        self.validation_label.setToolTip(
+            "What the validation loss and the tuned thresholds of the run are computed on."
+        )
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -157,6 +170,7 @@ class FineTuneWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.loss_plot)
+        layout.addWidget(self.validation_label)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._update_fraction_enabled()
@@ -166,16 +180,23 @@ class FineTuneWidget(QWidget):
             self._models_changed.emit()  # queued to the GUI thread when called from a worker
 
     def _refresh_models(self) -> None:
-        current = self.model_combo.currentText()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
+        """List the models (with notes such as unfinished training), keeping the choice."""
+        combo = self.model_combo
+        current = combo.currentData()
+        key = None if current is None else current.path
+        keep = combo.count() > 0
+        combo.blockSignals(True)
+        combo.clear()
         for entry in registry.list_models():
-            self.model_combo.addItem(f"{entry.name} ({entry.source})", entry)
-        self.model_combo.addItem(SCRATCH, None)
-        index = self.model_combo.findText(current)
-        self.model_combo.setCurrentIndex(max(index, 0))
-        self.model_combo.blockSignals(False)
-        if self.model_combo.currentText() != current:
+            text, tooltip = model_label(entry)
+            combo.addItem(text, entry)
+            combo.setItemData(combo.count() - 1, tooltip, Qt.ItemDataRole.ToolTipRole)
+        combo.addItem(SCRATCH, None)
+        paths = [None if e is None else e.path for e in map(combo.itemData, range(combo.count()))]
+        combo.setCurrentIndex(paths.index(key) if keep and key in paths else 0)
+        combo.blockSignals(False)
+        selected = combo.currentData()
+        if (None if selected is None else selected.path) != key or not keep:
             self._on_base_changed()
         else:
             self._update_default_name()
@@ -219,6 +240,7 @@ class FineTuneWidget(QWidget):
             return
         try:
             settings = self._build_settings()
+            validation = split_validation(settings.labels, make_recipe(settings)).text
         except ValueError as exc:
             self._refuse(str(exc))
             return
@@ -226,7 +248,8 @@ class FineTuneWidget(QWidget):
         self._result = None
         self.loss_plot.clear()
         self._steps = (0, settings.steps)
-        self._show_progress("step %v / %m", 0, settings.steps)
+        self._show_progress("preparing...", 0, 0)  # busy until the first step or data count
+        self.validation_label.setText(f"Validation: {validation}.")
         worker = create_worker(
             drive, train, settings, self._cancel, _start_thread=False,
             _connect={"yielded": self._on_event, "returned": self._on_returned,
@@ -284,10 +307,17 @@ class FineTuneWidget(QWidget):
                 f"Step {event.step}/{event.total_steps}: loss {_fmt(event.loss)}, "
                 f"validation loss {_fmt(event.val_loss)}"
             )
-        elif event.kind in ("prepare", "thresholds") and event.total:
+        elif event.kind in ("prepare", "thresholds"):
             what = event.message or event.kind
-            self._show_progress(f"{what} %v / %m", event.done, event.total)
+            if event.total:
+                self._show_progress(f"{what} %v / %m", event.done, event.total)
+            elif event.step == 0:
+                self._show_progress(f"{what}...", 0, 0)
             self._set_status(f"{what[:1].upper()}{what[1:]}...")
+
+    def _clear_progress(self) -> None:
+        """An empty bar: no steps to show (before a run, or a run that made none)."""
+        self._show_progress("", 0, 1)
 
     def _show_progress(self, fmt: str, value: int, maximum: int) -> None:
         self.progress_bar.setFormat(fmt)
@@ -308,7 +338,10 @@ class FineTuneWidget(QWidget):
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         step, total = self._steps
-        self._show_progress("step %v / %m", step, max(total, 1))
+        if step:
+            self._show_progress("step %v / %m", step, max(total, 1))
+        else:
+            self._clear_progress()
         kind, value = self._result or ("failed", "training stopped without a result")
         if (_paths.user_models_dir() / self.name_edit.text().strip()).exists():
             self._name_edited = False  # the name is taken now: offer a fresh default
@@ -320,7 +353,8 @@ class FineTuneWidget(QWidget):
             self.training_failed.emit(value)
         elif kind == "cancelled":
             message = (f"Cancelled at step {step}/{total}; the last checkpoint is saved in "
-                       f"{value}")
+                       f"{value}" if Path(value).is_dir() else
+                       "Cancelled before the first training step; nothing was saved.")
             self._set_status(message)
             show_info(message)
             self.training_cancelled.emit(value)

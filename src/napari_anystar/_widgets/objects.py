@@ -20,6 +20,7 @@ from qtpy.QtCore import QEvent, QModelIndex, Qt, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from napari_anystar._widgets._errors import worker_error_message
+from napari_anystar._widgets._exit import wait_for_workers_at_exit
 from napari_anystar._widgets._objects_display import FilterDisplay, warm_up
 from napari_anystar._widgets._objects_form import ObjectsForm
 from napari_anystar._widgets._objects_layers import (
@@ -68,6 +69,7 @@ class ObjectsWidget(ObjectsForm):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        wait_for_workers_at_exit()
         self.viewer = napari_viewer
         self.model = ObjectsModel(self)
         self.table_view.setModel(self.model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_anystar._widgets._layers import add_or_update_layer
+from napari_anystar._widgets._preview_jobs import (
+    export_job,
+    generate_job,
+    quit_all,
+    refusal,
+    warm_up_job,
+)
 from napari_anystar.synth import (
     BACKGROUND_MODES,
     GENERATOR_NAMES,
@@ -41,7 +48,6 @@ from napari_anystar.synth import (
     SyntheticSample,
     SynthSettings,
     export_samples,
-    generate,
 )
 
 if TYPE_CHECKING:
@@ -49,41 +55,27 @@ if TYPE_CHECKING:
 
 WIDGET_TAG = "synthetic-preview"
 MAX_SEED = 2**31 - 1
-# (layer-name suffix, layer type, key in SyntheticSample.stages): the paper's Figure 2 columns.
+# (layer-name suffix, layer type, key in SyntheticSample.stages, on the synthesis grid): the
+# paper's Figure 2 columns.
 STAGES = (
-    ("L", "labels", "label_map"),
-    ("g(L)", "image", "clean_image"),
-    ("A(g(L))", "image", "augmented_image"),
+    ("L", "labels", "label_map", True),
+    ("g(L)", "image", "clean_image", True),
+    ("A(g(L))", "image", "augmented_image", False),
+)
+#: Voxels between the synthesis grid and the output volumes placed beside it.
+STAGE_GAP = 8
+STAGES_HELP = (
+    "Also show the label map L and the clean image g(L) on the {grid}^3 synthesis grid, and "
+    "A(g(L)). The output volumes (A(g(L)), image, labels) are placed beside the grid along X, "
+    "centred on its middle Z and Y planes: A(.) crops a random region and zooms, rotates and "
+    "deforms it, so the output lines up with no part of the grid."
 )
 
 
-def _generate_job(
-    request: int, generator: str, seed: int, settings: SynthSettings, keep_stages: bool
-) -> Generator[None, None, tuple[int, SyntheticSample]]:
-    yield  # a request made stale before its thread starts is dropped here, unworked
-    return request, generate(generator, seed, settings, keep_stages=keep_stages)
-
-
-def _refusal(exc: Exception) -> str:
-    """One-line message for an export that export_samples refused or could not write."""
-    if isinstance(exc, FileExistsError):
-        return f"{exc}. Choose an empty folder, or tick 'Overwrite existing files'."
-    return str(exc)
-
-
-def _export_job(samples: Iterator[int]) -> Generator[int, None, str | None]:
-    """Relay export_samples' counts; return a one-line message if writing fails."""
-    try:
-        yield from samples
-    except (ValueError, OSError) as exc:
-        return _refusal(exc)
-    return None
-
-
-def _quit_all(*worker_sets: set) -> None:
-    for workers in worker_sets:
-        for worker in workers:
-            worker.quit()
+def output_offset(grid_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[float, ...]:
+    """Where an output volume of ``shape`` goes beside the grid (ZYX translate, voxels)."""
+    z, y = ((g - n) / 2 for g, n in zip(grid_shape[:2], shape[:2], strict=True))
+    return (z, y, grid_shape[2] + STAGE_GAP)
 
 
 class SyntheticPreviewWidget(QWidget):
@@ -103,7 +95,7 @@ class SyntheticPreviewWidget(QWidget):
         self._exported = 0
         # a closed dock stops its workers (their results are not applied: slots are gone)
         workers = (self._gen_workers, self._export_workers)
-        self.destroyed.connect(lambda *_: _quit_all(*workers))
+        self.destroyed.connect(lambda *_: quit_all(*workers))
         defaults = SynthSettings()
         self._pad_choices = tuple(sorted(defaults.pad_choices))
 
@@ -143,8 +135,12 @@ class SyntheticPreviewWidget(QWidget):
             self._background.addItem(mode, mode)
         self._background.setToolTip("AS-Mix only: force one background mode")
         self._stages = QCheckBox("Show stages")
-        self._stages.setToolTip("Also show the label map L, the clean image g(L) and A(g(L))")
+        self._stages.setToolTip(STAGES_HELP.format(grid=defaults.grid_size))
         self._generate_btn = QPushButton("Generate")
+        self._generate_btn.setToolTip(
+            "Make one sample of the generator, seed and settings above in the background; its "
+            "layers replace those of the same generator and seed"
+        )
         self._generate_btn.clicked.connect(self.generate)
         self._status = QLabel("")
         self._status.setWordWrap(True)
@@ -169,9 +165,7 @@ class SyntheticPreviewWidget(QWidget):
 
     def _warm_up(self, size: int) -> None:
         """Import torch/MONAI and build A(.) in the background: the first click is then quick."""
-        from napari_anystar.synth.augment import build_pipeline
-
-        self._warm_up_worker = create_worker(build_pipeline, size, _ignore_errors=True)
+        self._warm_up_worker = create_worker(warm_up_job, size, _ignore_errors=True)
         self._warm_up_worker.start()
 
     def _build_export_box(self) -> QGroupBox:
@@ -186,6 +180,7 @@ class SyntheticPreviewWidget(QWidget):
         )
         self._export_btn.clicked.connect(self.export)
         self._cancel_btn = QPushButton("Cancel")
+        self._cancel_btn.setToolTip("Stop the export after the sample being written")
         self._cancel_btn.setEnabled(False)
         self._cancel_btn.clicked.connect(self.cancel_export)
         self._progress = QProgressBar()
@@ -250,9 +245,9 @@ class SyntheticPreviewWidget(QWidget):
             return
         generator, seed = self.generator, self._seed.value()
         self._request += 1
-        _quit_all(self._gen_workers)
+        quit_all(self._gen_workers)
         worker = create_worker(
-            _generate_job, self._request, generator, seed, settings, self._stages.isChecked(),
+            generate_job, self._request, generator, seed, settings, self._stages.isChecked(),
             _ignore_errors=True,
         )
         worker.returned.connect(self._on_generated)
@@ -285,22 +280,27 @@ class SyntheticPreviewWidget(QWidget):
             "settings": dataclasses.asdict(sample.settings),
         }
         items = [
-            (suffix, kind, sample.stages[key])
-            for suffix, kind, key in STAGES
+            (suffix, kind, sample.stages[key], on_grid)
+            for suffix, kind, key, on_grid in STAGES
             if key in sample.stages
         ]
-        items += [("image", "image", sample.image), ("labels", "labels", sample.labels)]
+        items += [("image", "image", sample.image, False),
+                  ("labels", "labels", sample.labels, False)]
+        grid = sample.stages.get("label_map")
         layers = []
-        for suffix, kind, data in items:
+        for suffix, kind, data, on_grid in items:
             tag = {
                 "widget": WIDGET_TAG, "generator": sample.generator, "seed": sample.seed,
                 "role": suffix,
             }
             extra = {"colormap": "gray", "contrast_limits": (0.0, 1.0)} if kind == "image" else {}
-            layers.append(add_or_update_layer(
+            layer = add_or_update_layer(
                 self._viewer, kind, data, name=f"{prefix} {suffix}", tag=tag, metadata=metadata,
                 **extra,
-            ))
+            )
+            beside = grid is not None and not on_grid
+            layer.translate = output_offset(grid.shape, data.shape) if beside else (0.0,) * 3
+            layers.append(layer)
         return layers
 
     # ------------------------------------------------------------------- export
@@ -330,9 +330,9 @@ class SyntheticPreviewWidget(QWidget):
                 overwrite=self._overwrite.isChecked(),
             )
         except (ValueError, OSError) as exc:
-            self._refuse(_refusal(exc))
+            self._refuse(refusal(exc))
             return
-        worker = create_worker(_export_job, samples, _ignore_errors=True)
+        worker = create_worker(export_job, samples, _ignore_errors=True)
         worker.yielded.connect(self._on_exported_one)
         worker.returned.connect(self._on_export_returned)
         worker.errored.connect(self._on_export_error)
@@ -350,7 +350,7 @@ class SyntheticPreviewWidget(QWidget):
     def cancel_export(self) -> None:
         """Stop the running export after the sample being written."""
         if self.is_exporting:
-            _quit_all(self._export_workers)
+            quit_all(self._export_workers)
             self._status.setText("Cancelling export...")
 
     def _on_exported_one(self, done: int) -> None:

@@ -24,17 +24,17 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QWidget
 
 from napari_anystar._widgets._errors import worker_error_message
+from napari_anystar._widgets._exit import wait_for_workers_at_exit
 from napari_anystar._widgets._layers import layer_tag
 from napari_anystar._widgets._segment_form import SegmentForm
-from napari_anystar._widgets._segment_input import InputVolume, default_scale, volume_from_layer
-from napari_anystar._widgets._segment_jobs import (
-    RunResult,
-    WidgetLife,
-    drive,
-    network_job,
-    scale_job,
-    warm_job,
+from napari_anystar._widgets._segment_input import (
+    InputVolume,
+    default_scale,
+    plan_volume,
+    read_then,
+    visible_yx,
 )
+from napari_anystar._widgets._segment_jobs import WidgetLife, drive
 from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
 from napari_anystar._widgets._segment_output import (
@@ -49,6 +49,7 @@ from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
 from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
 from napari_anystar.model.predict import PredictSettings, check_volume
+from napari_anystar.model.segmenter import RunResult, network_job, scale_job, warm_job
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class SegmentWidget(SegmentForm):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        wait_for_workers_at_exit()
         self.viewer = napari_viewer
         self._life = life = WidgetLife()
         self._cache = PredictionCache()
@@ -73,6 +75,7 @@ class SegmentWidget(SegmentForm):
         self._live = LiveThresholds(self, self.thresholds, lambda: life.alive)
         self._live.solved.connect(self._on_solved)
         self._live.failed.connect(self._report)
+        self._live.pending.connect(self._show_pending)
         self._outcome: tuple = ()  # ("finished"|"failed"|"cancelled", *args) of the last run
 
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
@@ -154,7 +157,22 @@ class SegmentWidget(SegmentForm):
         self.nms_slider.setValue(nms)
         if entry is not None:
             self.set_normalization(registry.model_normalization(entry.path))
+            self._preload(entry)
         self.run_button.setEnabled(entry is not None and self._life.worker is None)
+
+    def _preload(self, entry: registry.ModelEntry) -> None:
+        """Load the selected model in the background, so that the first Run starts at once."""
+        worker = create_worker(registry.load_model, entry, _ignore_errors=True)
+        worker.returned.connect(partial(self._on_preloaded, entry))
+        worker.errored.connect(partial(logger.warning, "AnyStar: preloading a model failed: %s"))
+        if self._life.worker is None:
+            self.status_label.setText(f"Loading model '{entry.name}' in the background...")
+        worker.start()
+
+    def _on_preloaded(self, entry: registry.ModelEntry, _model: Any) -> None:
+        busy = self._life.worker is not None or self._run is not None
+        if self._life.alive and not busy and self.selected_model() == entry:
+            self.status_label.setText(f"Model '{entry.name}' ready.")
 
     # ------------------------------------------------------------------------------ run
     def predict_settings(self) -> PredictSettings:
@@ -175,45 +193,28 @@ class SegmentWidget(SegmentForm):
         """The (probability, NMS) thresholds of the sliders."""
         return float(self.prob_slider.value()), float(self.nms_slider.value())
 
-    def _checked_input(self) -> tuple[Image, registry.ModelEntry, PredictSettings,
-                                      InputVolume] | None:
-        """Layer, model, settings and volume for a job, or None after saying what is wrong."""
-        if self._life.worker is not None:
-            self.status_label.setText("A segmentation is already running.")
-            return None
-        layer, entry = self.selected_layer(), self.selected_model()
-        if layer is None:
-            self._refuse("Add or choose an image layer to segment.")
-            return None
-        if entry is None:
-            self._refuse(registry.NO_MODELS_MESSAGE)
-            return None
-        try:
-            settings = self.predict_settings()
-            settings.validate()
-            volume = volume_from_layer(layer, self.viewer.dims.point)
-            check_volume(volume.data, scale=settings.scale)
-        except ValueError as exc:
-            self._refuse(str(exc))
-            return None
-        return layer, entry, settings, volume
-
     def run(self) -> None:
-        """Check the input, then predict in a worker (the network only on a cache miss)."""
-        checked = self._checked_input()
+        """Check the input, then in a worker read it (a lazy or over-budget layer: the region
+        in view) and predict (the network only on a cache miss)."""
+        checked = self._sized_input()
         if checked is None:
             return
         layer, entry, settings, volume = checked
         self._life.stop_warmup()
         metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode())
         pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
-        job = network_job(entry, volume.data, settings, pending.thresholds, self._cache,
-                          auto_scaled=self.scale_mode() == "auto")
+        auto_scaled = self.scale_mode() == "auto"
+
+        def segment(read: InputVolume) -> Any:  # in the worker, once the volume is read
+            pending.volume = read
+            return network_job(entry, read.data, settings, pending.thresholds, self._cache,
+                               auto_scaled=auto_scaled)
+
+        job = read_then(volume, settings.scale, segment)
         worker = create_worker(drive, job, _ignore_errors=True)  # errors: _on_run_errored
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(partial(self._on_run_returned, pending))
         worker.errored.connect(self._on_run_errored)
-        worker.aborted.connect(self._on_run_aborted)
         worker.finished.connect(job.close)  # after a cancel: stop predict_network for good
         worker.finished.connect(self._on_run_ended)
         self._outcome = ("failed", "The segmentation stopped unexpectedly.")
@@ -230,26 +231,29 @@ class SegmentWidget(SegmentForm):
         worker.start()
 
     def suggest_scale(self) -> None:
-        """Measure the objects the network finds (in a worker) and set the scale spins so
-        that they get the network's training size (in manual scale mode)."""
-        checked = self._checked_input()
+        """Measure the objects the network finds at the model's own thresholds (in a worker),
+        set the scale spins so that they get the network's training size (manual scale
+        mode), then segment again at that scale if labels of this image are shown."""
+        checked = self._sized_input()
         if checked is None:
             return
         _layer, entry, settings, volume = checked
         self._life.stop_warmup()
-        job = scale_job(entry, volume.data, settings, self.thresholds())
+        thresholds = model_thresholds(entry)  # stated: not the sliders' current values
+        job = read_then(volume, settings.scale,
+                        lambda read: scale_job(entry, read.data, settings, thresholds))
         worker = create_worker(drive, job, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_scale_returned)
         worker.errored.connect(self._on_run_errored)
-        worker.aborted.connect(self._on_run_aborted)
         worker.finished.connect(job.close)
         worker.finished.connect(self._on_run_ended)
         self._outcome = ("failed", "The scale estimate stopped unexpectedly.")
-        self._start(worker, "Measuring objects...")
+        self._start(worker, f"Measuring objects at the model's thresholds (probability "
+                            f"{thresholds[0]:.2f}, NMS {thresholds[1]:.2f})...")
 
     def _on_scale_returned(self, estimate: SizeEstimate) -> None:
-        if not self._life.alive:
+        if not self._life.alive or self._outcome == ("cancelled",):
             return
         self.set_scale_mode("manual")
         self.set_scale(estimate.scale)
@@ -260,9 +264,11 @@ class SegmentWidget(SegmentForm):
         self._outcome = ("scale_suggested", estimate)
 
     def cancel(self) -> None:
-        """Stop the running prediction at the next tile boundary; no layer is changed."""
-        if self._life.worker is not None:
+        """Stop the running job at the next tile boundary; no layer is changed, even when
+        the job was already finishing (its result is dropped)."""
+        if self._life.worker is not None and self._outcome[:1] != ("finished",):
             self._life.worker.quit()
+            self._outcome = ("cancelled",)
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling after the current tile...")
 
@@ -279,7 +285,7 @@ class SegmentWidget(SegmentForm):
             self.run_progress.emit(done, total)
 
     def _on_run_returned(self, pending: RunRecord, result: RunResult) -> None:
-        if not self._life.alive:
+        if not self._life.alive or self._outcome == ("cancelled",):
             return
         scale = result.settings.scale or (1.0, 1.0, 1.0)
         pending.metadata.update(model_sha256=result.model_sha256, n_tiles=result.output.n_tiles,
@@ -312,11 +318,6 @@ class SegmentWidget(SegmentForm):
         if self._life.alive:
             self._outcome = ("failed", self._report(exc))
 
-    def _on_run_aborted(self) -> None:
-        if self._life.alive:
-            self.status_label.setText("Cancelled.")
-            self._outcome = ("cancelled",)
-
     def _on_run_ended(self) -> None:
         """Last signal of a run's worker: the widget is ready again, then tell listeners."""
         self._life.worker = None
@@ -328,8 +329,15 @@ class SegmentWidget(SegmentForm):
             self.progress_bar.setRange(0, 1)
         self.suggest_scale_button.setEnabled(True)
         outcome, *args = self._outcome
+        if outcome == "cancelled":
+            self.progress_bar.setFormat("")
+            self.progress_bar.setValue(0)
+            self.status_label.setText("Cancelled.")
         if outcome == "scale_suggested":
             self.scale_suggested.emit(*args)
+            layer = self.selected_layer()
+            if self._run is not None and layer is not None and self._run.input_name == layer.name:
+                self.run()  # the labels on screen follow the scale just set
             return
         getattr(self, f"run_{outcome}").emit(*args)  # run_finished / run_failed / run_cancelled
         if outcome == "finished":
@@ -353,6 +361,17 @@ class SegmentWidget(SegmentForm):
     def _on_threshold_changed(self, *_: Any) -> None:
         if self._life.worker is None:
             self._live.schedule()
+
+    def _show_pending(self, pending: bool) -> None:
+        """A busy bar while labels for new thresholds are on their way (only between jobs)."""
+        if self._life.worker is not None or not self._life.alive:
+            return
+        self.progress_bar.setFormat("")
+        self.progress_bar.setRange(0, 0 if pending else 1)
+        self.progress_bar.setValue(0 if pending else 1)
+        if pending:
+            prob, nms = self.thresholds()
+            self.status_label.setText(f"Updating labels (probability {prob:.2f}, NMS {nms:.2f})...")
 
     def _on_solved(self, run: RunRecord, labels: Any, n_objects: int, object_prob: Any,
                    prob: float, nms: float) -> None:
@@ -396,3 +415,33 @@ class SegmentWidget(SegmentForm):
             show_probability(self.viewer, self._run)
         else:
             remove_probability(self.viewer, self._run)
+
+    # ----------------------------------------------------------------- size-aware input
+    def _sized_input(self) -> tuple[Image, registry.ModelEntry, PredictSettings,
+                                    InputVolume] | None:
+        """Layer, model, settings and volume for a job, or None after saying what is wrong.
+
+        A lazy or over-budget layer gives the region in view (``plan_volume``), not read:
+        ``read_then`` reads and checks it in the worker.
+        """
+        if self._life.worker is not None:
+            self.status_label.setText("A segmentation is already running.")
+            return None
+        layer, entry = self.selected_layer(), self.selected_model()
+        if layer is None:
+            self._refuse("Add or choose an image layer to segment.")
+            return None
+        if entry is None:
+            self._refuse(registry.NO_MODELS_MESSAGE)
+            return None
+        try:
+            settings = self.predict_settings()
+            settings.validate()
+            volume = plan_volume(layer, self.viewer.dims.point,
+                                 view=visible_yx(self.viewer, layer))
+            if volume.data is not None:
+                check_volume(volume.data, scale=settings.scale)
+        except ValueError as exc:
+            self._refuse(str(exc))
+            return None
+        return layer, entry, settings, volume

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_anystar._widgets._errors import worker_error_message
+from napari_anystar._widgets._exit import wait_for_workers_at_exit
 from napari_anystar._widgets._layers import add_or_update_layer, layer_tag
 from napari_anystar._widgets._segment_input import spatial_transform
 from napari_anystar._widgets._timeseries_plot import MAX_CURVES, CurvePlot
@@ -100,6 +101,7 @@ class TimeSeriesWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        wait_for_workers_at_exit()
         self.viewer = napari_viewer
         self.series: Series | None = None
         self._worker: Any = None

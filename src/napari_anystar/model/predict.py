@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from napari_anystar._tf import import_tensorflow
+from napari_anystar._tf import import_tensorflow, tf_owned
 from napari_anystar.normalization import LEGACY, Normalization
 
 #: Edge length the network windows should have after scaling (the AnyStar training patch size).
@@ -161,8 +161,14 @@ def predict_network(model, image: np.ndarray, settings: PredictSettings | None =
     """Run the network tile by tile; yields ``(tiles_done, tiles_total)``.
 
     The return value (``StopIteration.value``) is the :class:`NetworkOutput`. Closing the
-    generator cancels the prediction at the next tile boundary.
+    generator cancels the prediction at the next tile boundary. Each step runs on
+    TensorFlow's owner thread (:func:`napari_anystar._tf.tf_owned`).
     """
+    return tf_owned(_predict_network(model, image, settings, min_prob=min_prob))
+
+
+def _predict_network(model, image: np.ndarray, settings: PredictSettings | None, *,
+                     min_prob: float) -> Generator[tuple[int, int], None, NetworkOutput]:
     settings = (settings or PredictSettings()).for_model(model)
     settings.validate()
     image = np.asarray(image)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_anystar._paths import user_config_dir, user_models_dir
-from napari_anystar._tf import stardist_models
+from napari_anystar._tf import stardist_models, tf_call
 
 from .model_settings import (
     SETTINGS_FILE,
@@ -288,7 +288,12 @@ def load_model(entry: ModelEntry) -> StarDist3D:
     ``anystar_normalization`` (:func:`model_normalization`).
 
     Cached per folder and modification times of the weights, thresholds and settings.
+    Loaded on TensorFlow's owner thread (:func:`napari_anystar._tf.tf_call`).
     """
+    return tf_call(_cached_model, entry)
+
+
+def _cached_model(entry: ModelEntry) -> StarDist3D:
     folder = Path(entry.path).expanduser().resolve()
     validate_model_folder(folder)
     weights = weights_file(folder)

@@ -1,4 +1,4 @@
-"""One-shot segmentation (CLI): network, then instances for one threshold pair."""
+"""One-shot segmentation (benchmarks): network, then instances for one threshold pair."""
 
 from __future__ import annotations
 
@@ -20,4 +20,4 @@ def segment_volume(model, image: np.ndarray, settings: PredictSettings | None,
     """
     output = yield from predict_network(model, image, settings or PredictSettings())
     solver = InstanceSolver(output, model)
-    return solver.reference_labels(float(prob_thresh), float(nms_thresh))
+    return solver.labels(float(prob_thresh), float(nms_thresh))

@@ -29,6 +29,9 @@
 
 With ``spatial=False`` only the intensity steps run on an unchanged, centre-cropped label map
 (held-out volumes with realistic appearance and whole objects, for threshold tuning).
+An optional point-spread function blurs g(L) before A(.) (:func:`psf_blur`: real
+microscopes draw soft object edges, while g(L) has step edges and A(.)'s own smoothing is at most
+a third of a voxel); the labels stay the objects' true extent.
 An optional axial blur (:func:`axial_blur`, a point-spread function longer along one axis, as
 in widefield and confocal stacks) runs before the final noise.
 
@@ -51,7 +54,7 @@ import torch
 if TYPE_CHECKING:
     from monai.transforms import Compose
 
-__all__ = ["augment", "axial_blur", "build_pipeline", "final_noise"]
+__all__ = ["augment", "axial_blur", "build_pipeline", "final_noise", "psf_blur"]
 
 FINAL_NOISE_PROB = 0.2
 _MAX_SEED = 2**32  # MONAI's set_random_state range
@@ -61,6 +64,9 @@ _LOCK = threading.Lock()
 DEFAULT_ZOOM = (0.4, 1.4)
 #: Axial blur: Gaussian sigma (voxels) along the long axis of the point-spread function.
 AXIAL_SIGMA = (0.5, 2.0)
+#: PSF blur of g(L): isotropic Gaussian sigma (voxels of the synthesis grid, where objects are
+#: about twice the size the network is run at, so 0.25-1.5 voxels there).
+PSF_SIGMA = (0.5, 3.0)
 
 
 @lru_cache(maxsize=8)
@@ -167,6 +173,16 @@ def axial_blur(rng: np.random.Generator, image: np.ndarray, prob: float) -> np.n
 
     axis, sigma = int(rng.integers(3)), float(rng.uniform(*AXIAL_SIGMA))
     return gaussian_filter1d(image, sigma, axis=axis, mode="reflect").astype(np.float32)
+
+
+def psf_blur(rng: np.random.Generator, image: np.ndarray, prob: float) -> np.ndarray:
+    """With ``prob``, an isotropic Gaussian blur of sigma U(:data:`PSF_SIGMA`) voxels."""
+    if prob <= 0 or rng.uniform() >= prob:
+        return image
+    from scipy.ndimage import gaussian_filter
+
+    sigma = float(rng.uniform(*PSF_SIGMA))
+    return gaussian_filter(image, sigma, mode="reflect").astype(np.float32)
 
 
 def augment(

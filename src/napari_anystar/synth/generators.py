@@ -65,6 +65,7 @@ class SynthSettings:
     augment_spatial: bool = True  # False: only A(.)'s intensity steps, labels left whole
     zoom_range: tuple[float, float] = (0.4, 1.4)  # RandZoom factors of A(.)
     axial_blur: float = 0.0  # probability of a blur along one axis (an elongated PSF)
+    psf_blur: float = 0.0  # probability of an isotropic PSF blur of g(L) before A(.)
     aligned_zoom: bool = True  # False: the reference's half-voxel label shift (ablation only)
 
     def validate(self) -> None:
@@ -102,6 +103,8 @@ class SynthSettings:
                 f"zoom range must be two numbers 0.1 <= low <= high <= 4, got {zoom!r}")
         if not isinstance(self.axial_blur, int | float) or not 0 <= self.axial_blur <= 1:
             raise ValueError(f"axial blur must be a probability in [0, 1], got {self.axial_blur!r}")
+        if not isinstance(self.psf_blur, int | float) or not 0 <= self.psf_blur <= 1:
+            raise ValueError(f"PSF blur must be a probability in [0, 1], got {self.psf_blur!r}")
         if self.background is not None and self.background not in BACKGROUND_MODES:
             raise ValueError(
                 f"unknown background mode {self.background!r}; "
@@ -151,7 +154,7 @@ def _centre_crop(array: np.ndarray, size: int) -> np.ndarray:
 def _attempt(generator: str, seed: int, attempt: int, settings: SynthSettings, keep: bool):
     # imported here so that names, settings and the CLI parser load without torch
     from .appearance import synth_image
-    from .augment import augment
+    from .augment import augment, psf_blur
     from .labels import make_unique, synth_label_map
 
     children = np.random.SeedSequence([seed & _MASK64, attempt]).spawn(4)
@@ -167,6 +170,7 @@ def _attempt(generator: str, seed: int, attempt: int, settings: SynthSettings, k
         stages["label_map"] = label_map
         stages["clean_image"] = ((clean - low) / max(high - low, 1e-12)).astype(np.float32)
     if settings.augment:
+        clean = psf_blur(rngs[2], clean, float(settings.psf_blur))
         image, aug_labels = augment(
             rngs[3], clean, label_map, settings.size, zoom=tuple(settings.zoom_range),
             spatial=settings.augment_spatial, axial_blur_prob=float(settings.axial_blur),

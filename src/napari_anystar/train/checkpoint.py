@@ -4,13 +4,18 @@ A model folder is StarDist's own format (``config.json``, ``thresholds.json``,
 ``weights_best.h5``, ``weights_last.h5``) plus ``training.json``. While a run is not
 finished the folder also holds ``.anystar-train/`` (``state.json``, ``optimizer.npz`` and the
 synthetic pool cache), which a resumed run reads and a finished run removes.
+
+A fresh run writes into a hidden sibling folder (:func:`staging_dir`; model listings skip
+hidden folders) that :func:`promote` moves into place at its first checkpoint.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,8 @@ WORK_DIR = ".anystar-train"
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.npz"
 DEFAULT_THRESHOLDS = {"prob": 0.5, "nms": 0.4}
+#: Staging folders are named ``.<out name>.preparing-<pid>-<random>``.
+STAGING_MARK = ".preparing-"
 
 
 def _json_default(value: Any) -> Any:
@@ -135,3 +142,66 @@ def write_model_settings(out_dir: Path, base_model: str | None, norm,
     if base_model is not None:
         data["fine_tuned_from"] = str(base_model)
     write_json(out_dir / "anystar.json", data)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX; elsewhere always assumed alive)."""
+    if os.name != "posix":
+        return True  # os.kill would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def staging_dir(out: Path) -> Path:
+    """A new hidden sibling folder of ``out`` for a fresh run to write into.
+
+    Staging folders of ``out`` left by runs whose process is gone (killed before their first
+    checkpoint) are removed first.
+    """
+    prefix = f".{out.name}{STAGING_MARK}"
+    for stale in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if stale.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+
+
+def promote(staging: Path, out: Path) -> None:
+    """Move a staging folder into place as ``out`` (which may be an empty folder)."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if out.exists():
+        raise FileExistsError(f"{out} appeared while training; the run is in {staging}")
+    os.rename(staging, out)
+
+
+class RunFolder:
+    """Where a run writes: ``out``, or for a fresh run a staging folder (:func:`staging_dir`)
+    until :meth:`promote` moves it into place (at the run's first checkpoint)."""
+
+    def __init__(self, out: Path, fresh: bool) -> None:
+        self.out = out
+        self.path = staging_dir(out) if fresh else out
+
+    @property
+    def staged(self) -> bool:
+        return self.path != self.out
+
+    def promote(self) -> None:
+        try:
+            promote(self.path, self.out)
+        except OSError:
+            self.out = self.path  # keep the run where it is (the message names the folder)
+            raise
+        self.path = self.out
+
+    def discard(self) -> None:
+        """Remove the staging folder of a run that never reached a checkpoint."""
+        if self.staged:
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -2,15 +2,15 @@
 
 ``train(settings)`` is a generator of :class:`TrainEvent`; its return value
 (``StopIteration.value``) is the saved model folder. Closing the generator (or a
-KeyboardInterrupt during a step) cancels: the current step is checkpointed and the
-folder is left loadable (``weights_last.h5``, ``weights_best.h5``, ``thresholds.json``) and
-resumable with ``resume=True``. Typical use::
+KeyboardInterrupt during a step) cancels: once a step was trained, the current step is
+checkpointed and the folder is left loadable (``weights_last.h5``, ``weights_best.h5``,
+``thresholds.json``) and resumable with ``resume=True``. Typical use::
 
     run = train(TrainSettings(out_dir="my-model", generator="as-mix", config="lite"))
     for event in run:          # a widget wraps this in napari's thread_worker
         if event.kind == "step":
             print(event.step, event.total_steps, event.loss)
-    # run.close() at any point = cancel (the folder stays usable and resumable)
+    # run.close() at any point = cancel (after a step: the folder stays usable, resumable)
 
 napari's ``thread_worker`` does not close a generator it aborts (``worker.quit()``): connect
 ``worker.finished`` to ``run.close`` so a cancelled run writes its checkpoint at once
@@ -20,6 +20,12 @@ Order of events: "prepare" (building the network, then synthetic samples done/to
 "step" x steps_per_epoch, "epoch" (validation + checkpoint), ..., "thresholds" x 4,
 "saved". Settings/data errors (ValueError, FileExistsError) are raised by the first
 ``next()``, before anything is written; cancelling at that first event writes nothing.
+
+A fresh run writes into a hidden sibling folder (:func:`checkpoint.staging_dir`, which model
+listings skip) and moves it into place at its first checkpoint (an epoch's end, or a cancel
+after at least one step). A run that fails, or is cancelled, before then leaves no folder; one
+killed before then leaves only the hidden folder, which the next run of that name removes.
+What a run validates on is :func:`napari_anystar.train.validation.split_validation`'s choice.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from napari_anystar._generators import mapped
+from napari_anystar._tf import tf_owned
 from napari_anystar.model.model_settings import TRAINING_FILE
 from napari_anystar.normalization import Normalization
 from napari_anystar.train import checkpoint as ckpt
@@ -47,6 +54,7 @@ from napari_anystar.train.recipe import Recipe, build_model, make_recipe
 from napari_anystar.train.settings import TrainEvent, TrainSettings
 from napari_anystar.train.stream import BatchStream, SyntheticPrep
 from napari_anystar.train.thresholds import MAX_PAIRS, tune_thresholds, tuning_volumes
+from napari_anystar.train.validation import split_validation
 
 
 def _now() -> str:
@@ -79,14 +87,6 @@ def _check_out_dir(out: Path, resume: bool, recipe: Recipe) -> dict[str, Any] | 
     return state
 
 
-def _split_real(pairs: list, recipe: Recipe) -> tuple[list[int], list[int]]:
-    """Indices of real pairs used for training and for validation."""
-    n = len(pairs)
-    n_val = 0 if n < 2 or recipe.val_fraction == 0 else max(1, round(n * recipe.val_fraction))
-    order = np.random.default_rng([recipe.seed, 11]).permutation(n).tolist()
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
 def _describe(item: Any) -> str:
     if isinstance(item, np.ndarray):
         return f"array {item.shape} {item.dtype}"
@@ -96,8 +96,9 @@ def _describe(item: Any) -> str:
 class _Record:
     """training.json content and the resume state, kept together."""
 
-    def __init__(self, out: Path, recipe: Recipe, settings: TrainSettings, state: dict | None):
-        self.out, self.recipe = out, recipe
+    def __init__(self, folder: ckpt.RunFolder, recipe: Recipe, settings: TrainSettings,
+                 state: dict | None):
+        self.folder, self.recipe = folder, recipe
         synth = settings.synth_settings
         if synth is None and recipe.generator is not None:
             from napari_anystar.synth import SynthSettings
@@ -135,7 +136,7 @@ class _Record:
 
         t = self.timing
         n = max(t["steps_timed"], 1)
-        ckpt.write_json(self.out / TRAINING_FILE, {
+        ckpt.write_json(self.folder.path / TRAINING_FILE, {
             "status": status,
             "recipe": self.recipe.to_dict(),
             "seed": self.recipe.seed,
@@ -182,56 +183,86 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
 
     Raises ValueError (bad settings or data, resume mismatch) or FileExistsError (folder
     taken without ``resume``) before anything is written. See the module docstring for
-    cancel/resume.
+    cancel/resume. Each step runs on TensorFlow's owner thread (:func:`tf_owned`).
     """
+    return tf_owned(_train(settings))
+
+
+def _train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
     settings.validate()
     recipe = make_recipe(settings)
     out = Path(settings.out_dir).expanduser().resolve()
     state = _check_out_dir(out, settings.resume, recipe)
     norm = None if recipe.normalization is None else Normalization.from_json(recipe.normalization)
     pairs = load_pairs(settings.images, settings.labels, norm) if settings.has_real else []
-    train_idx, val_idx = _split_real(pairs, recipe)
+    split = split_validation([p[1] for p in pairs], recipe)
+    real, real_val = split.pairs(pairs)
     total, spe = recipe.steps, recipe.steps_per_epoch
     step = state["step"] if state else 0
     yield TrainEvent("prepare", step, total, step // spe, message="building the network")
 
-    out.mkdir(parents=True, exist_ok=True)
-    record = _Record(out, recipe, settings, state)
-    record.data["real"] = [
-        {"image": _describe(i), "labels": _describe(lb), "shape": list(p[0].shape),
-         "split": "val" if k in val_idx else "train"}
-        for k, (i, lb, p) in enumerate(zip(settings.images, settings.labels, pairs, strict=True))
-    ]
-    model = build_model(recipe)
-    if state:
-        model.keras_model.load_weights(str(out / "weights_last.h5"))
-        opt_file = out / ckpt.WORK_DIR / ckpt.OPTIMIZER_FILE
-        record.optimizer_restored = opt_file.exists() and ckpt.load_optimizer(model, opt_file)
-    else:
-        ckpt.write_json(out / "config.json", vars(model.config))
-        ckpt.save_weights(model, out / "weights_last.h5")
-        ckpt.save_weights(model, out / "weights_best.h5")
-        ckpt.ensure_thresholds(out, recipe.base_model)
-        ckpt.write_model_settings(out, recipe.base_model, norm)
-        ckpt.save_state(out, record.state(0))
-        record.write(0, "running")
-
+    folder = ckpt.RunFolder(out, fresh=state is None)
     use_synth = recipe.generator is not None and recipe.synthetic_fraction > 0
     prep = SyntheticPrep(norm, recipe.fragment_ignore)
     pool = schedule = stream = None
-    if use_synth:
-        schedule = PoolSchedule(recipe.pool_size, recipe.pool_refresh)
-        pool = SamplePool(recipe.generator, recipe.seed, settings.synth_settings,
-                          out / ckpt.WORK_DIR / "pool", workers=settings.workers)
-
     tuning = False  # weights_last.h5 is final once threshold tuning (on best weights) starts
 
+    def new_stream(start: int) -> BatchStream:
+        return BatchStream(
+            start=start, total=total, seed=recipe.seed, batch_size=recipe.batch_size,
+            patch=recipe.patch_size, rays=rays, grid=grid,
+            synthetic_fraction=recipe.synthetic_fraction if real else 1.0,
+            pool=pool, schedule=schedule, real=real, prepare=prep,
+        )
+
     def checkpoint(status: str) -> None:
+        nonlocal stream
         if not tuning:
-            ckpt.save_weights(model, out / "weights_last.h5")
-        ckpt.save_optimizer(model, out / ckpt.WORK_DIR / ckpt.OPTIMIZER_FILE)
-        ckpt.save_state(out, record.state(step))
+            ckpt.save_weights(model, folder.path / "weights_last.h5")
+        ckpt.save_optimizer(model, folder.path / ckpt.WORK_DIR / ckpt.OPTIMIZER_FILE)
+        ckpt.save_state(folder.path, record.state(step))
         record.write(step, status)
+        if folder.staged:  # the first checkpoint: the folder goes into place
+            going_on = stream is not None and status == "running" and step < total
+            if stream is not None:  # it reads and writes the pool cache inside the folder
+                stream.close()
+            folder.promote()
+            if pool is not None:
+                pool.cache_dir = folder.path / ckpt.WORK_DIR / "pool"
+            stream = new_stream(step) if going_on else None
+            _notify_models_changed()
+
+    try:  # until the training loop's own clean-up takes over: a failure leaves no folder
+        record = _Record(folder, recipe, settings, state)
+        record.data["real"] = [
+            {"image": _describe(i), "labels": _describe(lb), "shape": list(p[0].shape),
+             "split": split.role(k)}
+            for k, (i, lb, p) in enumerate(zip(settings.images, settings.labels, pairs,
+                                               strict=True))
+        ]
+        record.data["validation"] = split.text
+        if split.slab is not None:
+            record.data["real"][0]["held_out_slab"] = split.slab.to_dict()
+        model = build_model(recipe)
+        if state:
+            model.keras_model.load_weights(str(out / "weights_last.h5"))
+            opt_file = out / ckpt.WORK_DIR / ckpt.OPTIMIZER_FILE
+            record.optimizer_restored = opt_file.exists() and ckpt.load_optimizer(model, opt_file)
+        else:
+            ckpt.write_json(folder.path / "config.json", vars(model.config))
+            ckpt.save_weights(model, folder.path / "weights_last.h5")
+            ckpt.save_weights(model, folder.path / "weights_best.h5")
+            ckpt.ensure_thresholds(folder.path, recipe.base_model)
+            ckpt.write_model_settings(folder.path, recipe.base_model, norm)
+            ckpt.save_state(folder.path, record.state(0))
+            record.write(0, "running")
+        if use_synth:
+            schedule = PoolSchedule(recipe.pool_size, recipe.pool_refresh)
+            pool = SamplePool(recipe.generator, recipe.seed, settings.synth_settings,
+                              folder.path / ckpt.WORK_DIR / "pool", workers=settings.workers)
+    except BaseException:
+        folder.discard()
+        raise
 
     try:
         # --- data: validation volumes and the initial synthetic pool
@@ -248,11 +279,7 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
                                  message="generating synthetic samples")
             val_volumes += [prep(*pool.get(i)) for i in val_ids]
             pool.keep_only(train_ids)
-        real = [pairs[k] for k in train_idx]
-        val_volumes += [pairs[k] for k in (val_idx or ([] if val_volumes else train_idx))]
-        record.data["validation"] = (
-            "held-out samples" if pool is not None or val_idx else "training pairs (too few pairs)"
-        )
+        val_volumes += real_val
         rays = _rays(model)
         grid = tuple(model.config.grid)
         vx, vy = zip(*[
@@ -263,12 +290,7 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
         val_x = np.stack(vx)[..., None]
         val_prob, val_dist = make_targets(vy, rays, grid)
 
-        stream = BatchStream(
-            start=step, total=total, seed=recipe.seed, batch_size=recipe.batch_size,
-            patch=recipe.patch_size, rays=rays, grid=grid,
-            synthetic_fraction=recipe.synthetic_fraction if real else 1.0,
-            pool=pool, schedule=schedule, real=real, prepare=prep,
-        )
+        stream = new_stream(step)
         optimizer = model.keras_model.optimizer
         while step < total:
             lr = recipe.learning_rate * (1.0 - step / total)
@@ -297,7 +319,7 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
                 record.epoch_losses = []
                 if val_loss < record.best_val:
                     record.best_val = val_loss
-                    ckpt.save_weights(model, out / "weights_best.h5")
+                    ckpt.save_weights(model, folder.path / "weights_best.h5")
                 checkpoint("running")
                 yield TrainEvent("epoch", step, total, entry["epoch"], loss=entry["loss"],
                                  val_loss=val_loss, lr=lr)
@@ -315,7 +337,7 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
                 crops = [_labelled_box(x, y) for x, y in zip(vx, vy, strict=True)]
             record.data["threshold_tuning"] = (
                 f"{len(crops)} held-out synthetic volumes, A(.) intensity steps only"
-                if pool is not None else "validation patches")
+                if pool is not None else f"validation patches of {split.text}")
             thresholds = yield from _tuning_events(
                 tune_thresholds(model, [c[0] for c in crops], [c[1] for c in crops], norm),
                 TrainEvent("thresholds", step, total, len(record.history),
@@ -328,14 +350,16 @@ def train(settings: TrainSettings) -> Generator[TrainEvent, None, Path]:
         record.write(step, "finished", thresholds)
         ckpt.finish(out)
     except (GeneratorExit, KeyboardInterrupt):
-        checkpoint("interrupted")
-        _notify_models_changed()
+        if not folder.staged or step > 0:  # else nothing was trained: keep nothing
+            checkpoint("interrupted")
+            _notify_models_changed()
         raise
     finally:
         if stream is not None:
             stream.close()
         if pool is not None:
             pool.close()
+        folder.discard()  # nothing once the folder is in place
     _notify_models_changed()
     yield TrainEvent("saved", step, total, len(record.history), path=out,
                      message=f"model saved to {out}")

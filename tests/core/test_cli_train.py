@@ -121,3 +121,30 @@ def test_cli_trains_three_steps(anystar, tmp_path):
     assert len(record["data"]["real"]) == 2
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert 0 < thresholds["prob"] < 1 and 0 < thresholds["nms"] < 1
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_ctrl_c_says_whether_a_checkpoint_was_saved(anystar, monkeypatch, tmp_path,
+                                                    checkpointed):
+    import napari_anystar.train as train_module
+    from napari_anystar.train import TrainEvent
+
+    out = tmp_path / "run"
+
+    def interrupted(settings):
+        yield TrainEvent("prepare", 0, 10, message="building the network")
+        if checkpointed:
+            out.mkdir()
+            (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    images = tmp_path / "images"
+    write_pairs(images)
+    code, _stdout, stderr = anystar("--images", images, "--labels", images, "--out", out,
+                                    "--steps", 10)
+    assert code == 130
+    if checkpointed:
+        assert "usable model; continue with --resume" in stderr
+    else:
+        assert "before the first checkpoint; nothing was saved" in stderr

@@ -1,7 +1,8 @@
 """Opened by ``test_clean_exit.py`` in a fresh process: dock the plugin, start jobs, quit.
 
 Usage: ``python exit_script.py MODE`` with MODE one of ``docked`` (quit while the docks'
-start-up workers run), ``run`` (a segmentation in flight), ``warmup`` (the NMS warm-up after
+start-up workers run), ``preview`` (only the Synthetic preview dock, quit during its
+start-up), ``run`` (a segmentation in flight), ``warmup`` (the NMS warm-up after
 a run), ``train`` (a fine-tune in flight). Prints ``closed`` once the viewer is closed.
 """
 
@@ -32,6 +33,11 @@ def main(mode: str) -> None:
     from napari_anystar._widgets.segment import SegmentWidget
 
     viewer = napari.Viewer(show=False)
+    if mode == "preview":
+        viewer.window.add_dock_widget(SyntheticPreviewWidget(viewer))
+        viewer.close()
+        print("closed", flush=True)
+        return
     segment, preview, fine = (SegmentWidget(viewer), SyntheticPreviewWidget(viewer),
                               FineTuneWidget(viewer))
     for dock in (segment, preview, fine):

@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).with_name("exit_script.py")
 EXIT_TIMEOUT_S = 600
 
 
-@pytest.mark.parametrize("mode", ["docked", "run", "warmup", "train"])
+@pytest.mark.parametrize("mode", ["docked", "preview", "run", "warmup", "train"])
 def test_quitting_with_workers_running_exits_cleanly(mode, tmp_path):
     env = {**os.environ, "ANYSTAR_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, str(SCRIPT), mode], env=env, capture_output=True,

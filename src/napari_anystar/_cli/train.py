@@ -192,8 +192,12 @@ def run(args) -> int:
         run_.close()
         for b in bars.values():
             b.close()
-        print(f"anystar train: interrupted; the last checkpoint in {args.out} is a usable model; "
-              "continue with --resume", file=sys.stderr)
+        if (Path(args.out) / "config.json").is_file():
+            print(f"anystar train: interrupted; the last checkpoint in {args.out} is a usable "
+                  "model; continue with --resume", file=sys.stderr)
+        else:
+            print("anystar train: interrupted before the first checkpoint; nothing was saved",
+                  file=sys.stderr)
         return 130
     for b in bars.values():
         b.close()

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_anystar import _paths
+from napari_anystar._widgets._exit import wait_for_workers_at_exit
 from napari_anystar._widgets._finetune_checks import (
     check_pair,
     default_output_name,
@@ -67,6 +68,7 @@ class FineTuneWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        wait_for_workers_at_exit()
         self.viewer = napari_viewer
         self.worker: Any = None
         self._cancel: threading.Event | None = None

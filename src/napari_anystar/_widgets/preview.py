@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_anystar._widgets._exit import wait_for_workers_at_exit
 from napari_anystar._widgets._layers import add_or_update_layer
 from napari_anystar._widgets._preview_jobs import (
     export_job,
@@ -86,6 +87,7 @@ class SyntheticPreviewWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        wait_for_workers_at_exit()
         self._viewer = napari_viewer
         self._request = 0
         self._gen_workers: set[Any] = set()

@@ -5,12 +5,15 @@ paper's protocol (``stardist.matching`` at IoU 0.1 ... 0.9, true/false positives
 the folder, then averaged over the IoU thresholds: ``mean_accuracy`` etc.):
 
 * ``default``: the model as a new user meets it in the Segment widget and ``anystar
-  segment``: its shipped ``thresholds.json``, its own normalisation and the default scale
+  segment``: its shipped ``thresholds.json``, its own normalisation, the default scale
   policy per volume (``model.object_size.auto_scale``: *Suggest* from raw voxels, no labels
-  used; the fallback scale where it finds too few objects, listed in ``fallback_volumes``);
+  used; the fallback scale where it finds too few objects, listed in ``fallback_volumes``)
+  and outlines refined to the image (``model.refine``; ``default_unrefined`` without);
 * ``default_raw_voxels``: the same at scale 1 (a TIFF opened without voxel size);
   ``voxel_size_scale``: at the scale from the voxel size (voxel size / X voxel size:
   isotropic voxels; the widget's earlier default);
+Every row but ``default_unrefined`` refines outlines unless ``--no-refine`` is given.
+
 * ``tuned``: probability/NMS thresholds and the scale chosen on this folder (scales
   ``factor * (z_ratio, 1, 1)`` over ``--scale-factors`` x ``--z-ratios``; an upper bound for
   what slider and scale tuning can reach), ``tuned_per_scale`` the best thresholds per scale;
@@ -71,20 +74,38 @@ def network_outputs(model, images, scale):
     return outputs, time.perf_counter() - start
 
 
-def untuned_result(prob, nms, pairs, solvers):
+def labels_functions(solvers, refiners):
+    """``f(prob, nms)`` per volume: the solver's labels, refined where a refiner is given."""
+    return [s.labels if r is None else (lambda p, n, s=s, r=r: r(s.labels(p, n)))
+            for s, r in zip(solvers, refiners, strict=True)]
+
+
+def refiners_for(model, images, scales, refine: bool):
+    """An outline refiner per volume at its scale (None each without ``refine``)."""
+    from napari_anystar.model.object_size import training_diameter
+    from napari_anystar.model.refine import OutlineRefiner
+
+    if not refine:
+        return [None] * len(images)
+    return [OutlineRefiner.at_scale(image, scale, training_diameter(model))
+            for image, scale in zip(images, scales, strict=True)]
+
+
+def untuned_result(prob, nms, pairs, solvers, refiners):
     """Scores at the model's own thresholds, with an F1 at IoU 0.5 per volume."""
     from napari_anystar.analysis import pooled_scores
 
     truth = [labels for _, _, labels in pairs]
-    predicted = [s.labels(prob, nms) for s in solvers]
+    predicted = [f(prob, nms) for f in labels_functions(solvers, refiners)]
     per_volume = {name: round(pooled_scores([t], [p], (0.5,)).f1[0], 3)
                   for (name, _, _), t, p in zip(pairs, truth, predicted, strict=True)}
     return {"prob": prob, "nms": nms, **pooled_scores(truth, predicted).to_dict(),
             "per_volume_f1_at_iou_0.5": per_volume}
 
 
-def auto_scale_result(model, prob, nms, pairs):
-    """Shipped thresholds at the default scale policy's scale per volume (``auto_scale``)."""
+def auto_scale_result(model, prob, nms, pairs, refine):
+    """Shipped thresholds at the default scale policy's scale per volume (``auto_scale``),
+    with and without refined outlines."""
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.object_size import auto_scale
 
@@ -96,12 +117,16 @@ def auto_scale_result(model, prob, nms, pairs):
             fallbacks.append(name)
         (output,), _ = network_outputs(model, [image], choice.scale)
         solvers.append(InstanceSolver(output, model))
-    return {**untuned_result(prob, nms, pairs, solvers), "scale_per_volume": scales,
+    images = [image for _, image, _ in pairs]
+    refiners = refiners_for(model, images, list(scales.values()), refine)
+    return {**untuned_result(prob, nms, pairs, solvers, refiners), "refined": refine,
+            "scale_per_volume": scales,
             "median_scale": [float(v) for v in np.median(list(scales.values()), axis=0)],
-            "fallback_volumes": fallbacks}
+            "fallback_volumes": fallbacks}, untuned_result(prob, nms, pairs, solvers,
+                                                           [None] * len(solvers))
 
 
-def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
+def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True, refine=True):
     """(untuned results by scale, best tuned result or None, per-scale summaries).
 
     ``scales`` are tried with threshold tuning (unless ``tune`` is false); at those in
@@ -116,12 +141,15 @@ def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True):
     for scale in scales:
         outputs, seconds = network_outputs(model, images, scale)
         solvers = [InstanceSolver(out, model) for out in outputs]
+        refiners = refiners_for(model, images, [scale] * len(images), refine)
         if scale in untuned_scales:
-            untuned[scale] = {**untuned_result(prob, nms, pairs, solvers), "scale": list(scale)}
+            untuned[scale] = {**untuned_result(prob, nms, pairs, solvers, refiners),
+                              "scale": list(scale)}
         if not tune:
             continue
         choice = result_of(tune_thresholds_on_outputs(
-            [s.labels for s in solvers], truth, min_prob=min(out.min_prob for out in outputs)))
+            labels_functions(solvers, refiners), truth,
+            min_prob=min(out.min_prob for out in outputs)))
         summary = {"scale": list(scale), "network_s": round(seconds, 2),
                    "prob": round(choice.prob, 4), "nms": choice.nms,
                    "mean_accuracy": round(choice.objective, 4)}
@@ -181,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Z/XY rescale ratios tried in the tuning (default: Z/X voxel size, "
                          "its square root, and 1)")
     ap.add_argument("--no-baseline", action="store_true", help="skip Voronoi-Otsu")
+    ap.add_argument("--no-refine", action="store_true",
+                    help="StarDist's own outlines in every row (no outline refinement)")
     ap.add_argument("--no-tuning", action="store_true",
                     help="only the model's own thresholds (no threshold or scale search)")
     args = ap.parse_args(argv)
@@ -209,13 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     untuned, tuned, per_scale = evaluate_model(model, prob, nms, pairs, scales,
                                                {from_voxel_size, raw_voxels},
-                                               tune=not args.no_tuning)
+                                               tune=not args.no_tuning,
+                                               refine=not args.no_refine)
+    default, default_unrefined = auto_scale_result(model, prob, nms, pairs, not args.no_refine)
     result = {
         "data": str(args.data), "n_volumes": len(pairs),
         "n_objects": int(sum(len(np.unique(lbl)) - 1 for _, _, lbl in pairs)),
         "voxel_size": list(args.voxel_size), "model": entry.name, "model_path": str(entry.path),
         "normalization": model.anystar_normalization.describe(),
-        "default": auto_scale_result(model, prob, nms, pairs),
+        "default": default, "default_unrefined": default_unrefined,
         "default_raw_voxels": untuned[raw_voxels], "voxel_size_scale": untuned[from_voxel_size],
         "tuned": tuned, "tuned_per_scale": per_scale,
         "model_eval_s": round(time.perf_counter() - start, 1),

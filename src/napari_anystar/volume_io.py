@@ -13,6 +13,7 @@ replace an existing file unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
+# tifffile logs each defect of a damaged file; without a handler, Python's last-resort one
+# would print them next to our one-line message (a configured logging setup still gets them).
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".nii": "nifti", ".nii.gz": "nifti"}
 
 
@@ -122,9 +126,9 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, VolumeMeta]:
 def check_writable(folder: str | Path) -> None:
     """ValueError unless files can be written in ``folder`` (created later if missing).
 
-    An existing folder is tested by creating and removing a temporary file in it (this also
-    catches read-only file systems, where permission bits say nothing for root); a missing
-    one needs a writable folder above it.
+    The folder, or for a missing one the nearest existing folder above it, is tested by
+    creating and removing a temporary file in it (this also catches read-only file systems,
+    where permission bits say nothing for root).
     """
     folder = Path(folder)
     existing = folder
@@ -132,14 +136,14 @@ def check_writable(folder: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"cannot write to {folder}: {existing} is not a folder")
-    if existing != folder:
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"cannot create {folder}: {existing} is not writable")
-        return
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".anystar-write-check-")
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".anystar-write-check-")
     except OSError as err:
-        raise ValueError(f"cannot write to {folder}: {err.strerror or err}") from None
+        reason = err.strerror or str(err)
+        if existing != folder:
+            raise ValueError(f"cannot create {folder}: {existing} is not writable "
+                             f"({reason})") from None
+        raise ValueError(f"cannot write to {folder}: {reason}") from None
     os.close(fd)
     os.remove(tmp)
 
@@ -191,10 +195,13 @@ def _nifti_image(labels: np.ndarray, like: VolumeMeta) -> Any:
     data = data.T  # ZYX -> (i, j, k)
     if like.header is None:
         sizes = like.voxel_size or (1.0, 1.0, 1.0)
-        return nib.Nifti1Image(data, np.diag([*sizes[::-1], 1.0]))
-    header = nib.Nifti1Header.from_header(like.header)
-    header.set_data_dtype(data.dtype)
-    header.set_slope_inter(1.0, 0.0)
-    header["cal_min"], header["cal_max"] = 0, 0
-    # affine=None keeps the input's qform/sform (and their codes) as they are.
-    return nib.Nifti1Image(data, None, header=header)
+        image = nib.Nifti1Image(data, np.diag([*sizes[::-1], 1.0]))
+    else:
+        header = nib.Nifti1Header.from_header(like.header)
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(1.0, 0.0)
+        header["cal_min"], header["cal_max"] = 0, 0
+        # affine=None keeps the input's qform/sform (and their codes) as they are.
+        image = nib.Nifti1Image(data, None, header=header)
+    image.header.set_intent("label")  # readers (ours in napari) open it as labels
+    return image

@@ -23,9 +23,12 @@ def _blobs(seed: int = 0, shape=SHAPE) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _docked(make_napari_viewer):
+def _docked(make_napari_viewer, *, refine: bool = False):
+    """A docked Segment widget; ``refine`` False (StarDist-exact labels, which most tests
+    compare with; outline refinement has its own tests)."""
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
+    widget.refine_check.setChecked(refine)
     viewer.window.add_dock_widget(widget, name="Segment")
     return viewer, widget
 

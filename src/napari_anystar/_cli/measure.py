@@ -53,6 +53,8 @@ def _read(path: Path, what: str) -> tuple[Any, Any]:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
+    from napari_anystar.volume_io import check_writable
+
     if out.suffix.lower() != ".csv":
         raise UserError(f"--out {out}: name a file ending in .csv")
     if out.is_dir():
@@ -61,6 +63,10 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"output {out} already exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
         raise UserError(f"folder {out.parent} does not exist")
+    try:
+        check_writable(out.parent)
+    except ValueError as err:
+        raise UserError(f"{out}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"voxel size (Z, Y, X): {size} um", file=sys.stderr)
     try:
         write_csv(table, out, overwrite=args.overwrite)
-    except OSError as err:
-        raise UserError(str(err)) from None
+    except OSError as err:  # its own text may name the temporary file: name the output
+        raise UserError(f"cannot write {out}: {err.strerror or err}") from None
     print(f"{out}\t{len(table)} objects")
     return 0

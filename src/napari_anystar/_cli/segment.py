@@ -1,4 +1,5 @@
-"""``anystar segment``: label volumes for .tif/.tiff and .nii/.nii.gz images."""
+"""``anystar segment``: label volumes for .tif/.tiff and .nii/.nii.gz images (block-wise
+into .zarr stores for large volumes: :mod:`._cli.segment_big`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from napari_anystar._cli import segment_big
 from napari_anystar._cli.common import UserError
 from napari_anystar._generators import mapped
 from napari_anystar.volume_io import (
@@ -39,7 +41,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="segment 3D volumes with a StarDist3D (AnyStar) model",
         description=(
             "Segment star-convex objects in 3D volumes (.tif/.tiff, .nii/.nii.gz). Writes one "
-            "label volume per input with the input's shape (NIfTI keeps the input's affine)."
+            "label volume per input with the input's shape (NIfTI keeps the input's affine). "
+            "Volumes larger than memory (.zarr, or any input with --block-size, --workers or "
+            "--scheduler) are labelled block by block into .zarr stores."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image volume(s)")
@@ -51,6 +55,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_model_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment_big.add_options(parser)
     return parser
 
 
@@ -63,6 +68,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         TRAINING_DIAMETER,
     )
     from napari_anystar.model.predict import DEFAULT_DEVICE, DEVICES
+    from napari_anystar.model.refine import DEFAULT_REFINE
 
     fallback = " ".join(f"{s:g}" for s in FALLBACK_SCALE)
     parser.add_argument(
@@ -104,6 +110,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", choices=DEVICES, default=DEFAULT_DEVICE,
         help="where to run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_REFINE,
+        help="redraw each object's outline where the image puts its edge (half-way between "
+        "the object's intensity and the background around it); --no-refine keeps StarDist's "
+        "star-convex shapes (default: %(default)s)",
     )
 
 
@@ -149,8 +163,8 @@ def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> No
     for folder in dict.fromkeys(dst.parent for dst in outputs):
         try:
             check_writable(folder)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        except ValueError as err:  # one output: name the file the user asked for
+            raise UserError(f"{outputs[0]}: {err}" if len(outputs) == 1 else str(err)) from None
 
 
 def _settings(args: argparse.Namespace, entry: Any) -> Any:
@@ -277,7 +291,7 @@ def segment_image(
     from napari_anystar.model.segmenter import network_job
 
     job = network_job(entry, image, settings, (prob, nms), PredictionCache(max_entries=1),
-                      auto_scaled=args.scale == ["auto"])
+                      auto_scaled=args.scale == ["auto"], refine=args.refine)
     result = drive_stages(job, name)
     if result.auto is not None:
         warning = "warning: " if result.auto.fell_back else ""
@@ -291,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
     With several inputs, a volume that cannot be read, segmented or written is reported and
     skipped; the others are written and the exit status is 1 with a summary line.
     """
+    if segment_big.wanted(args):
+        return segment_big.run(args)
     inputs = [Path(p) for p in args.inputs]
     outputs = output_paths(inputs, args.out)
     _check_paths(inputs, outputs, args.overwrite)
@@ -338,9 +354,12 @@ def _segment_file(src: Path, dst: Path, model: list[Any], entry: Any, settings: 
         labels = segment_image(entry, image, settings, args, prob, nms, src.name)
     except ValueError as err:
         raise UserError(f"{src}: {err}") from None
-    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
         write_labels(dst, labels, meta, overwrite=args.overwrite)
-    except (OSError, ValueError) as err:
+    except (FileExistsError, ValueError) as err:
         raise UserError(str(err)) from None
+    except OSError as err:  # its own text may name the temporary file: name the output
+        reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"cannot write {dst}: {reason}") from None
     return int(np.count_nonzero(np.unique(labels)))

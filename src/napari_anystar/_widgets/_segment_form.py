@@ -23,6 +23,7 @@ from superqt import QLabeledDoubleSlider
 from napari_anystar._widgets._segment_models import ModelChooser
 from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, TRAINING_DIAMETER
 from napari_anystar.model.predict import DEFAULT_MIN_PROB, DEVICES
+from napari_anystar.model.refine import DEFAULT_REFINE
 from napari_anystar.normalization import ANYSTAR, Normalization
 
 SCALE_MODES = (
@@ -55,7 +56,12 @@ HELP = {
     "device": "Where the network runs: Auto uses a GPU when TensorFlow sees one.",
     "run": "Segment the image: the network runs in the background (per-tile progress), then "
     "the sliders change the labels live without running it again.",
-    "cancel": "Stop the running job after the current tile; the labels on screen stay.",
+    "cancel": "Stop the running job after the current tile (or slab of a lazy layer being "
+    "read); the labels on screen stay.",
+    "refine": "Redraw each object's outline where the image puts its edge (half-way between "
+    "the object's intensity and the background around it) instead of the network's "
+    "star-convex shape. Same objects, closer outlines on fluorescence data; untick for "
+    "StarDist's own shapes.",
     "show_prob": "Also show the network's object probability map as an image layer.",
 }
 
@@ -138,6 +144,9 @@ class SegmentForm(QWidget):
             self.device_combo.addItem(value.capitalize() if value == "auto" else value.upper(),
                                       value)
         self.device_combo.setToolTip(HELP["device"])
+        self.refine_check = QCheckBox("Refine outlines to the image")
+        self.refine_check.setChecked(DEFAULT_REFINE)
+        self.refine_check.setToolTip(HELP["refine"])
         self.show_prob_check = QCheckBox("Show probability map")
         self.show_prob_check.setToolTip(HELP["show_prob"])
 
@@ -224,6 +233,7 @@ class SegmentForm(QWidget):
         form.addRow("Tiles", self.auto_tiles_check)
         form.addRow("", _spin_row(self.tile_spins))
         form.addRow("Device", self.device_combo)
+        form.addRow(self.refine_check)
         form.addRow(self.show_prob_check)
 
         buttons = QHBoxLayout()

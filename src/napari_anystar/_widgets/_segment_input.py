@@ -3,7 +3,8 @@
 An in-memory layer within the memory budget (``model.input_budget``) is used whole, as it is.
 A lazily backed layer (dask, zarr...) or one over the budget is never read whole: the widget
 segments the region in view (all Z that fit the budget) and reads it in its worker
-(:func:`read_then`). Of a 4D+ layer (e.g. time) the displayed frame is segmented.
+(:func:`read_then`), in Z slabs: a Cancel takes effect after the slab being read. Of a 4D+
+layer (e.g. time) the displayed frame is segmented.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from napari_anystar._generators import mapped
 from napari_anystar.model.input_budget import (
     BUDGET_ENV,
     Bounds,
@@ -22,7 +24,7 @@ from napari_anystar.model.input_budget import (
     fit_region,
     format_bytes,
     memory_budget,
-    read_region,
+    read_parts,
 )
 from napari_anystar.model.predict import check_volume
 
@@ -31,6 +33,7 @@ T = TypeVar("T")
 
 #: Data type of our labels layer holding all frames of a 4D+ layer.
 SERIES_DTYPE = np.int32
+ReadProgress = tuple[str, int, int]  # ("read", slabs read, slabs)
 
 
 @dataclass(frozen=True)
@@ -134,20 +137,25 @@ def _region_note(size: str, region: Region, shape: tuple[int, ...], itemsize: in
 
 
 def read_then(volume: InputVolume, scale: tuple[float, ...] | None,
-              job_for: Callable[[InputVolume], Generator[P, None, T]]) -> Generator[P, None, T]:
+              job_for: Callable[[InputVolume], Generator[P, None, T]]
+              ) -> Generator[ReadProgress | P, None, T]:
     """A worker's job: :func:`read_volume`, then ``job_for`` the volume read."""
-    return (yield from job_for(read_volume(volume, scale)))
+    read = yield from read_volume(volume, scale)
+    return (yield from job_for(read))
 
 
-def read_volume(volume: InputVolume, scale: tuple[float, ...] | None) -> InputVolume:
-    """``volume`` with its region read into memory and checked (call it in a worker).
+def read_volume(volume: InputVolume, scale: tuple[float, ...] | None
+                ) -> Generator[ReadProgress, None, InputVolume]:
+    """``volume`` with its region read into memory and checked (run it in a worker); yields
+    ``("read", slabs read, slabs)`` after each Z slab (closing the generator stops the read).
 
     Raises ValueError with a one-line message when reading fails or the volume cannot be
     segmented (``check_volume``).
     """
     if volume.data is not None:
         return volume
-    data = read_region(volume.source, volume.index, volume.where())
+    parts = read_parts(volume.source, volume.index, volume.where())
+    data = yield from mapped(parts, lambda progress: ("read", *progress))
     check_volume(data, scale=scale)
     return replace(volume, data=data, source=None)
 

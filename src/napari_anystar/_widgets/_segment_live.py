@@ -40,6 +40,7 @@ class LiveThresholds(QObject):
         self._alive = alive
         self._target: Any = None
         self._solver: Any = None
+        self._refiner: Any = None
         self._serial = 0
         self._busy = False
         self._queued: tuple | None = None
@@ -48,9 +49,10 @@ class LiveThresholds(QObject):
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._request)
 
-    def set_target(self, target: Any, solver: Any) -> None:
-        """Solve for ``target`` (a run) from now on; older requests become stale."""
-        self._target, self._solver = target, solver
+    def set_target(self, target: Any, solver: Any, refiner: Any = None) -> None:
+        """Solve for ``target`` (a run) from now on, outlines refined by ``refiner`` if
+        given; older requests become stale."""
+        self._target, self._solver, self._refiner = target, solver, refiner
         self._serial += 1
 
     def schedule(self) -> None:
@@ -60,23 +62,24 @@ class LiveThresholds(QObject):
 
     def _request(self) -> None:
         self._serial += 1
-        request = (self._serial, self._target, self._solver, *self._thresholds())
+        request = (self._serial, self._target, self._solver, self._refiner,
+                   *self._thresholds())
         if self._busy:
             self._queued = request
         else:
             self._start(request)
 
     def _start(self, request: tuple) -> None:
-        _, _, solver, prob, nms = request
+        _, _, solver, refiner, prob, nms = request
         self._busy = True
-        worker = create_worker(solve, solver, prob, nms, _ignore_errors=True)
+        worker = create_worker(solve, solver, prob, nms, refiner, _ignore_errors=True)
         worker.returned.connect(lambda solved: self._on_returned(request, solved))
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
         worker.start()
 
     def _on_returned(self, request: tuple, solved: tuple) -> None:
-        serial, target, _, prob, nms = request
+        serial, target, _, _, prob, nms = request
         if self._alive() and serial == self._serial and target is self._target:
             self.solved.emit(target, *solved, prob, nms)
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from napari_anystar._widgets._segment_output import RunRecord
     from napari_anystar._widgets.segment import SegmentWidget
     from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.refine import OutlineRefiner
 
 #: "Also try scales": these factors times the current run's scale (1: the run itself).
 SCALE_FACTORS = (0.75, 1.0, 1.25)
@@ -82,13 +83,19 @@ class TuneResult:
     per_scale: tuple[tuple[tuple[float, float, float], float], ...]
 
 
-Search = Callable[["InstanceSolver"], Generator[int, None, Found]]
+#: a solver and the outline refiner its labels get (None: StarDist's own outlines)
+Target = tuple["InstanceSolver", "OutlineRefiner | None"]
+Search = Callable[[Target], Generator[int, None, Found]]
 
 
-def _locked_labels(solver: InstanceSolver) -> Callable[[float, float], np.ndarray]:
+def _locked_labels(target: Target) -> Callable[[float, float], np.ndarray]:
+    """The labels the widget shows for a threshold pair: refined if the target refines."""
+    solver, refiner = target
+
     def labels(prob: float, nms: float) -> np.ndarray:
         with _SOLVE_LOCK.foreground():  # the warm-up and live solves use the same solver
-            return solver.labels(prob, nms)
+            labels = solver.labels(prob, nms)
+        return labels if refiner is None else refiner(labels)
 
     return labels
 
@@ -101,9 +108,9 @@ def search_floor(solver: InstanceSolver) -> float:
 def labels_search(truth: np.ndarray) -> Search:
     """Search maximising mean matching accuracy (IoU 0.1-0.9) against ``truth``."""
 
-    def search(solver: InstanceSolver) -> Generator[int, None, Found]:
+    def search(target: Target) -> Generator[int, None, Found]:
         choice = yield from tune_thresholds_on_outputs(
-            [_locked_labels(solver)], [truth], min_prob=search_floor(solver))
+            [_locked_labels(target)], [truth], min_prob=search_floor(target[0]))
         s = choice.scores
         return Found(choice.prob, choice.nms, choice.objective,
                      f"mean accuracy {choice.objective:.3f} ({s.n_pred} objects, "
@@ -115,9 +122,9 @@ def labels_search(truth: np.ndarray) -> Search:
 def points_search(points: ClickedPoints) -> Search:
     """Search maximising the point F1 of ``points``."""
 
-    def search(solver: InstanceSolver) -> Generator[int, None, Found]:
+    def search(target: Target) -> Generator[int, None, Found]:
         choice = yield from tune_thresholds_on_points(
-            [_locked_labels(solver)], [points], min_prob=search_floor(solver))
+            [_locked_labels(target)], [points], min_prob=search_floor(target[0]))
         c = choice.counts
         return Found(choice.prob, choice.nms, choice.objective,
                      f"point F1 {c.f1:.3f} (TP {c.tp}, FP {c.fp}, FN {c.fn})")
@@ -126,16 +133,16 @@ def points_search(points: ClickedPoints) -> Search:
 
 
 def tune_job(search: Search, scales: Sequence[tuple[float, float, float]], run_scale: tuple,
-             solver_at: Callable[[tuple], Generator[Any, None, InstanceSolver]],
+             solver_at: Callable[[tuple], Generator[Any, None, Target]],
              ) -> Generator[tuple, None, TuneResult]:
-    """Search at each scale (``solver_at`` gives its solver, with progress); the best wins
+    """Search at each scale (``solver_at`` gives its target, with progress); the best wins
     (ties: the earlier scale, so list the run's own first). Yields ``("tiles", done, total,
     i)`` / ``("pairs", n, i)`` for scale ``i``."""
     best: tuple[Found, tuple] | None = None
     per_scale = []
     for i, scale in enumerate(scales):
-        solver = yield from mapped(solver_at(scale), lambda p, i=i: (*p, i))
-        found = yield from mapped(search(solver), lambda n, i=i: ("pairs", n, i))
+        target = yield from mapped(solver_at(scale), lambda p, i=i: (*p, i))
+        found = yield from mapped(search(target), lambda n, i=i: ("pairs", n, i))
         per_scale.append((scale, found.score))
         if best is None or found.score > best[0].score:
             best = (found, scale)
@@ -143,8 +150,8 @@ def tune_job(search: Search, scales: Sequence[tuple[float, float, float]], run_s
     return TuneResult(found, scale, scale != run_scale, tuple(per_scale))
 
 
-def _ready(solver: InstanceSolver) -> Generator[Any, None, InstanceSolver]:
-    return solver
+def _ready(target: Target) -> Generator[Any, None, Target]:
+    return target
     yield  # a generator that returns at once
 
 
@@ -299,25 +306,29 @@ class TuneSection(QGroupBox):
         worker.start()
 
     def _scale_plan(self, run: RunRecord) -> tuple[tuple, Callable]:
-        """The run's scale and how to get a solver at a scale; sets ``self._scales``."""
+        """The run's scale and how to get a search target at a scale (its solver, refined
+        as the widget shows labels); sets ``self._scales``."""
         result = run.result
+        refine = self.host.refine_check.isChecked()
+        own = (result.solver, result.refiner if refine else None)
         run_scale = tuple(float(s) for s in (result.settings.scale or (1.0, 1.0, 1.0)))
         self._scales = [run_scale]
         if not self.scales_check.isChecked():
-            return run_scale, lambda scale: _ready(result.solver)
+            return run_scale, lambda scale: _ready(own)
         entry = self.host.selected_model()
         if entry is None or str(entry.path) != run.metadata["model_path"]:
             raise ValueError("The model changed since the last run: press Run first.")
         others = [tuple(round(f * s, 3) for s in run_scale) for f in SCALE_FACTORS if f != 1.0]
         self._scales = [run_scale, *others]  # the run's own first: it wins ties
 
-        def solver_at(scale: tuple) -> Generator[Any, None, InstanceSolver]:
+        def solver_at(scale: tuple) -> Generator[Any, None, Target]:
             if scale == run_scale:
-                return result.solver
+                return own
             settings = replace(result.settings,
                                scale=None if scale == (1.0, 1.0, 1.0) else scale)
-            job = network_job(entry, run.volume.data, settings, run.thresholds, self.host._cache)
-            return (yield from job).solver
+            done = yield from network_job(entry, run.volume.data, settings, run.thresholds,
+                                          self.host._cache, refine=refine)
+            return done.solver, done.refiner if refine else None
 
         return run_scale, solver_at
 

@@ -49,9 +49,13 @@ from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
 from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
 from napari_anystar.model.predict import PredictSettings, check_volume
+from napari_anystar.model.refine import OutlineRefiner
 from napari_anystar.model.segmenter import RunResult, network_job, scale_job, warm_job
 
 logger = logging.getLogger(__name__)
+#: (unit, doing) shown for each stage of a job's progress
+PROGRESS_WORDS = {"read": ("slabs", "Reading"), "size": ("rounds", "Measuring"),
+                  "tiles": ("tiles", "Predicting")}
 
 
 class SegmentWidget(SegmentForm):
@@ -84,6 +88,7 @@ class SegmentWidget(SegmentForm):
         self.prob_slider.valueChanged.connect(self._on_threshold_changed)
         self.nms_slider.valueChanged.connect(self._on_threshold_changed)
         self.show_prob_check.toggled.connect(self._on_show_prob_toggled)
+        self.refine_check.toggled.connect(self._on_refine_toggled)
         self.run_button.clicked.connect(self.run)
         self.suggest_scale_button.clicked.connect(self.suggest_scale)
         self.scale_mode_combo.currentIndexChanged.connect(self._show_mode_scale)
@@ -204,11 +209,12 @@ class SegmentWidget(SegmentForm):
         metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode())
         pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
         auto_scaled = self.scale_mode() == "auto"
+        refine = self.refine_check.isChecked()
 
         def segment(read: InputVolume) -> Any:  # in the worker, once the volume is read
             pending.volume = read
             return network_job(entry, read.data, settings, pending.thresholds, self._cache,
-                               auto_scaled=auto_scaled)
+                               auto_scaled=auto_scaled, refine=refine)
 
         job = read_then(volume, settings.scale, segment)
         worker = create_worker(drive, job, _ignore_errors=True)  # errors: _on_run_errored
@@ -264,19 +270,20 @@ class SegmentWidget(SegmentForm):
         self._outcome = ("scale_suggested", estimate)
 
     def cancel(self) -> None:
-        """Stop the running job at the next tile boundary; no layer is changed, even when
-        the job was already finishing (its result is dropped)."""
+        """Stop the running job after its current step (a slab of a lazy layer's read, a
+        tile, a round of the scale estimate); no layer is changed, even when the job was
+        already finishing (its result is dropped)."""
         if self._life.worker is not None and self._outcome[:1] != ("finished",):
             self._life.worker.quit()
             self._outcome = ("cancelled",)
             self.cancel_button.setEnabled(False)
-            self.status_label.setText("Cancelling after the current tile...")
+            self.status_label.setText("Cancelling after the current step...")
 
     def _on_progress(self, progress: tuple[str, int, int]) -> None:
-        if not self._life.alive:
+        if not self._life.alive or self._outcome == ("cancelled",):
             return
         stage, done, total = progress
-        unit, doing = ("tiles", "Predicting") if stage == "tiles" else ("rounds", "Measuring")
+        unit, doing = PROGRESS_WORDS[stage]
         self.progress_bar.setFormat(f"%v / %m {unit}")
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
@@ -299,7 +306,8 @@ class SegmentWidget(SegmentForm):
                 show_warning(f"'{pending.input_name}': {auto.note}")
         pending.result = result
         self._run = pending
-        self._live.set_target(pending, result.solver)  # older threshold results are stale now
+        # older threshold results are stale now
+        self._live.set_target(pending, result.solver, self._refiner_for(result))
         if result.cached:
             self.progress_bar.setFormat("cached network output")
             self.progress_bar.setRange(0, 1)
@@ -407,6 +415,18 @@ class SegmentWidget(SegmentForm):
         layer = show_labels(self.viewer, self._run, labels, n_objects, object_prob, prob, nms)
         self.labels_updated.emit(layer)
         return layer
+
+    def _refiner_for(self, result: RunResult) -> OutlineRefiner | None:
+        """The run's outline refiner if *Refine outlines* is ticked, else None."""
+        return result.refiner if self.refine_check.isChecked() else None
+
+    def _on_refine_toggled(self, _checked: bool) -> None:
+        """Re-solve the shown labels with or without refined outlines."""
+        if self._run is None or self._run.result is None:
+            return
+        self._live.set_target(self._run, self._run.result.solver,
+                              self._refiner_for(self._run.result))
+        self._live.schedule()
 
     def _on_show_prob_toggled(self, checked: bool) -> None:
         if self._run is None:

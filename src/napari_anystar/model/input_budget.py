@@ -3,14 +3,16 @@
 A volume is read whole only when it is an in-memory numpy array within the memory budget.
 A lazily backed array (dask, zarr, memory-mapped file...) or one over the budget is read as a
 :class:`Region` (the part in view, shrunk to the budget, :func:`fit_region`) by
-:func:`read_region`, which turns any read failure into a one-line :class:`InputReadError`.
+:func:`read_region`, which turns any read failure into a one-line :class:`InputReadError`;
+:func:`read_parts` reads it in Z slabs, so that a worker can be cancelled between them.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +26,8 @@ BUDGET_ENV = "ANYSTAR_MEMORY_BUDGET_GB"
 FALLBACK_AVAILABLE = 8 * 10**9
 #: A region is at least this many voxels along each axis (or the whole axis, if shorter).
 MIN_REGION_EDGE = 16
+#: :func:`read_parts` reads slabs of at least this many bytes (whole storage chunks along Z).
+READ_PART_BYTES = 32 * 10**6
 
 Kind = Literal["memory", "lazy", "over_budget"]
 Bounds = tuple[int, int]  # [start, stop) along one axis
@@ -182,8 +186,56 @@ def read_region(array: Any, index: tuple, what: str) -> np.ndarray:
     try:
         return np.asarray(array[index])
     except Exception as exc:  # MemoryError, OSError, whatever a lazy array's compute raises
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        hint = (f" Zoom in or lower {BUDGET_ENV} to read less."
-                if isinstance(exc, MemoryError) else "")
-        raise InputReadError(f"Could not read {what}: {type(exc).__name__}"
-                             f"{': ' + detail if detail else ''}.{hint}") from exc
+        raise _read_error(exc, what) from exc
+
+
+def _read_error(exc: Exception, what: str) -> InputReadError:
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    hint = f" Zoom in or lower {BUDGET_ENV} to read less." if isinstance(exc, MemoryError) else ""
+    return InputReadError(f"Could not read {what}: {type(exc).__name__}"
+                          f"{': ' + detail if detail else ''}.{hint}")
+
+
+def read_parts(array: Any, index: tuple, what: str,
+               part_bytes: int | None = None) -> Generator[tuple[int, int], None, np.ndarray]:
+    """:func:`read_region` of a (..., Z, Y, X) ``index`` (leading integers, then three
+    slices) in Z slabs of at least ``part_bytes`` (default :data:`READ_PART_BYTES`), each
+    made of whole storage chunks along Z (dask, zarr, h5py); yields (slabs read, slabs) after
+    each, so that closing the generator between slabs stops the read."""
+    z_axis = len(index) - 3
+    z0, z1, _ = index[z_axis].indices(int(array.shape[z_axis]))
+    plane = math.prod(len(range(*s.indices(int(n))))
+                      for s, n in zip(index[-2:], array.shape[-2:], strict=True))
+    itemsize = np.dtype(getattr(array, "dtype", np.float64)).itemsize
+    depth = max(1, (READ_PART_BYTES if part_bytes is None else part_bytes)
+                // max(1, plane * itemsize))
+    chunk_edges = _chunk_edges(array, z_axis)
+    edges = [z0]
+    for cut in range(z0 + depth, z1, depth) if chunk_edges is None else chunk_edges:
+        if z0 < cut < z1 and cut - edges[-1] >= depth:
+            edges.append(cut)
+    edges.append(z1)
+    out: np.ndarray | None = None
+    for done, (a, b) in enumerate(itertools.pairwise(edges), start=1):
+        part = read_region(array, (*index[:z_axis], slice(a, b), *index[-2:]), what)
+        if out is None:
+            try:
+                out = np.empty((z1 - z0, *part.shape[1:]), part.dtype)
+            except MemoryError as exc:
+                raise _read_error(exc, what) from exc
+        out[a - z0 : b - z0] = part
+        yield done, len(edges) - 1
+    return out
+
+
+def _chunk_edges(array: Any, axis: int) -> list[int] | None:
+    """Where ``array``'s storage chunks start along ``axis``, but 0 (None: not chunked)."""
+    chunks = getattr(array, "chunks", None)
+    try:
+        along = chunks[axis]  # dask: the chunk lengths; zarr, h5py: one length
+    except (TypeError, IndexError, KeyError):
+        return None
+    if isinstance(along, (int, np.integer)):
+        return list(range(int(along), int(array.shape[axis]), int(along))) if along > 0 else []
+    return [int(e) for e in np.cumsum(along)[:-1]]
+

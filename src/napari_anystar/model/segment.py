@@ -7,17 +7,24 @@ from collections.abc import Generator
 import numpy as np
 
 from .instances import InstanceSolver
+from .object_size import training_diameter
 from .predict import PredictSettings, predict_network
+from .refine import DEFAULT_REFINE, OutlineRefiner
 
 
 def segment_volume(model, image: np.ndarray, settings: PredictSettings | None,
-                   prob_thresh: float, nms_thresh: float,
+                   prob_thresh: float, nms_thresh: float, *, refine: bool = DEFAULT_REFINE,
                    ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Yields ``(tiles_done, tiles_total)``; returns the int32 label image.
 
-    The labels equal ``model.predict_instances`` with the same thresholds, scale, tiles and
-    percentile normalisation. Closing the generator cancels at the next tile boundary.
+    Without ``refine`` the labels equal ``model.predict_instances`` with the same thresholds,
+    scale, tiles and percentile normalisation; with it, their outlines are refined to the
+    image (:mod:`.refine`), as the Segment widget and ``anystar segment`` do by default.
+    Closing the generator cancels at the next tile boundary.
     """
-    output = yield from predict_network(model, image, settings or PredictSettings())
-    solver = InstanceSolver(output, model)
-    return solver.labels(float(prob_thresh), float(nms_thresh))
+    settings = settings or PredictSettings()
+    output = yield from predict_network(model, image, settings)
+    labels = InstanceSolver(output, model).labels(float(prob_thresh), float(nms_thresh))
+    if not refine:
+        return labels
+    return OutlineRefiner.at_scale(image, settings.scale, training_diameter(model))(labels)

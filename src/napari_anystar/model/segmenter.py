@@ -6,8 +6,8 @@ reuse from the cache) the network, solve instances for any threshold pair.
 ``object_size.auto_scale``) and runs (or reuses from the cache) the network, yielding
 ``(stage, done, total)`` progress; closing it stops at the next tile boundary. ``scale_job``
 suggests a scale from the objects the network finds. ``solve`` turns a cached
-network output into labels for one threshold pair; ``warm_job`` pre-computes lower
-probability thresholds in the background, one chunk at a time, giving way to any ``solve``.
+network output into labels for one threshold pair; ``warm_job`` pre-computes other
+threshold pairs in the background, one chunk at a time, giving way to any ``solve``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,15 @@ import numpy as np
 from napari_anystar._generators import mapped
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
-from napari_anystar.model.object_size import AutoScale, SizeEstimate, auto_scale, estimate_scale
+from napari_anystar.model.object_size import (
+    AutoScale,
+    SizeEstimate,
+    auto_scale,
+    estimate_scale,
+    training_diameter,
+)
 from napari_anystar.model.predict import PredictSettings, predict_network
+from napari_anystar.model.refine import DEFAULT_REFINE, OutlineRefiner
 from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
 
 T = TypeVar("T")
@@ -44,6 +51,8 @@ class RunResult:
     cached: bool
     settings: PredictSettings  # as run: the scale used, the normalisation resolved
     auto: AutoScale | None  # the default policy's choice of scale; None: the scale was given
+    refiner: OutlineRefiner  # outline refinement for this image (its work is done on first use)
+    refined: bool  # whether ``labels`` have refined outlines
 
 
 def staged(stage: str, job: Generator[tuple[int, int], None, T]) -> Generator[Progress, None, T]:
@@ -60,10 +69,12 @@ def network_job(
     cache: PredictionCache,
     *,
     auto_scaled: bool = False,
+    refine: bool = DEFAULT_REFINE,
 ) -> Generator[Progress, None, RunResult]:
     """Network output (cached or computed) + labels; with ``auto_scaled``, at the scale
     :func:`auto_scale` chooses first (once per volume, model, normalisation and thresholds:
-    the choice is kept in ``cache.auto_scales``)."""
+    the choice is kept in ``cache.auto_scales``); with ``refine``, outlines refined to the
+    image (:mod:`.refine`)."""
     model = load_model(entry)
     settings = settings.for_model(model)
     sha256 = model_fingerprint(entry)
@@ -87,9 +98,10 @@ def network_job(
         cache.put(key, output, solver)
     else:
         output, solver = hit
-    labels, n_objects, object_prob = solve(solver, *thresholds)
+    refiner = OutlineRefiner.at_scale(image, settings.scale, training_diameter(model))
+    labels, n_objects, object_prob = solve(solver, *thresholds, refiner if refine else None)
     return RunResult(output, solver, labels, n_objects, object_prob, sha256, hit is not None,
-                     settings, choice)
+                     settings, choice, refiner, refine)
 
 
 def scale_job(
@@ -140,23 +152,26 @@ class SolveLock:
 _SOLVE_LOCK = SolveLock()
 
 
-def solve(solver: InstanceSolver, prob: float, nms: float
-          ) -> tuple[np.ndarray, int, np.ndarray]:
-    """Labels for one threshold pair, their number of objects and each one's probability.
+def solve(solver: InstanceSolver, prob: float, nms: float,
+          refiner: OutlineRefiner | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+    """Labels for one threshold pair (outlines refined by ``refiner`` if given), their
+    number of objects and each one's probability.
 
     Serialised: a run reusing a cached solver may overlap a slider's solve on the same one.
     """
     with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
         object_prob = solver.object_probabilities(prob, nms)
+    if refiner is not None:
+        labels = refiner(labels)
     return labels, len(object_prob) - 1, object_prob  # labels are numbered 1..n
 
 
 def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:
-    """``solver.warm_up`` below ``prob`` at ``nms``: chunks wait for pending solves, and
-    end early (to be taken up again) when a solve starts waiting."""
-    return (
-        yield from solver.warm_up(
-            prob, nms, lock=_SOLVE_LOCK.background, interrupt=_SOLVE_LOCK.contended
-        )
-    )
+    """``solver.warm_up`` below ``prob`` at ``nms``, then ``solver.warm_grid`` (the NMS axis
+    at ``prob``, then a coarse grid of both thresholds): chunks wait for pending solves, and
+    end early (to be taken up again) when a solve starts waiting. True if both completed."""
+    locks = {"lock": _SOLVE_LOCK.background, "interrupt": _SOLVE_LOCK.contended}
+    axis = yield from solver.warm_up(prob, nms, **locks)
+    grid = yield from solver.warm_grid(prob, nms, **locks)
+    return axis and grid

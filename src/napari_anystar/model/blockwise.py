@@ -1,0 +1,302 @@
+"""Block-wise segmentation of volumes larger than memory, in this process or on Dask.
+
+:func:`segment_blocks` labels one volume (any array-like, or a ``.zarr``/TIFF/NIfTI path)
+into an on-disk zarr store, block by block (geometry and stitching rule: :mod:`.blocks`).
+Each block's read region is predicted (:func:`.block_tasks.predict_block`, on the
+executor), its owned objects are saved, and each core is rendered and written as soon as its
+neighbours are predicted and the ids before it are known: ids are global, 1..n in block
+order, so labels never depend on which worker finished first. Memory is bounded by a block
+(and the executor's tasks in flight), not by the volume.
+
+The generator yields ``(blocks_done, blocks_total)`` after each block; closing it stops
+between blocks. A run that was stopped (closed, killed) resumes from its store: blocks
+already predicted are not computed again. :func:`segment_many` runs several volumes through
+one executor, so their blocks spread over its workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .block_exec import InlineExecutor
+from .block_io import STATE_DIR, RunStore, open_source, read_box
+from .block_tasks import (
+    auto_scale_task,
+    centre_crop_box,
+    check_source,
+    predict_block,
+    sample_bounds,
+)
+from .blocks import (
+    BlockGrid,
+    BlockObjects,
+    RayGeometry,
+    network_divisor,
+    plan_grid,
+    reaches_past_neighbours,
+)
+
+Progress = tuple[int, int]
+#: Objects of this many blocks are kept in memory for rendering (the rest are on disk).
+OBJECT_CACHE_BLOCKS = 64
+#: Format version of a run's ``run.json`` (a resumed run must match it).
+RUN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BlockRunResult:
+    """A finished block-wise run."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    n_objects: int
+    n_blocks: int
+    blocks_resumed: int  # predicted by an earlier, interrupted run
+    clipped: int  # objects reaching past their block's neighbours, cut there
+    settings: Any  # PredictSettings as run (scale used, FixedBounds normalisation)
+    auto: Any  # the AutoScale chosen, or None (scale given, or taken from the resumed run)
+    grid: BlockGrid
+
+
+@dataclass(frozen=True)
+class VolumeJob:
+    """One volume of :func:`segment_many`: where it is read from and written to."""
+
+    source: Any  # array-like or path
+    out_path: Path
+    voxel_size: tuple[float, float, float] | None = None  # recorded in the labels' attribute
+
+
+class BlockRun:
+    """The state of one volume's run: what to predict next, what to render once it can."""
+
+    def __init__(self, entry: Any, source: Any, store: RunStore, grid: BlockGrid,
+                 settings: Any, thresholds: tuple[float, float], rays: RayGeometry,
+                 auto: Any, attributes: dict[str, Any]) -> None:
+        self.entry, self.source, self.store, self.grid = entry, source, store, grid
+        self.settings, self.thresholds, self.rays, self.auto = settings, thresholds, rays, auto
+        self.attributes = attributes
+        self.resumed = len(store.predicted)
+        self._todo: Iterator[int] = (i for i in range(len(grid)) if i not in store.predicted)
+        self._cache: OrderedDict[int, BlockObjects] = OrderedDict()
+        self._first_ids: list[int] = []  # global id before each block's first object
+        self._next_render = 0
+        self.error: BaseException | None = None
+        self._advance()
+
+    @property
+    def done(self) -> int:
+        return len(self.store.predicted)
+
+    @property
+    def total(self) -> int:
+        return len(self.grid)
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or len(self.store.written) == len(self.grid)
+
+    def next_task(self) -> tuple[int, tuple] | None:
+        """The next block to predict and the arguments of its task, or None."""
+        if self.error is not None:
+            return None
+        index = next(self._todo, None)
+        if index is None:
+            return None
+        data = read_box(self.source, self.grid.read_box(index))
+        return index, (self.entry, data, self.settings, self.thresholds, self.grid, index)
+
+    def accept(self, index: int, objs: BlockObjects) -> None:
+        """Keep a predicted block's objects and write every core that can now be rendered."""
+        clipped = reaches_past_neighbours(self.grid, index, objs, self.rays)
+        self.store.save_objects(index, objs, clipped)
+        self._remember(index, objs)
+        self._advance()
+
+    def _remember(self, index: int, objs: BlockObjects) -> None:
+        self._cache[index] = objs
+        self._cache.move_to_end(index)
+        while len(self._cache) > OBJECT_CACHE_BLOCKS:
+            self._cache.popitem(last=False)
+
+    def _objects(self, index: int) -> BlockObjects:
+        if index not in self._cache:
+            self._remember(index, self.store.load_objects(index))
+        return self._cache[index]
+
+    def _advance(self) -> None:
+        from .blocks import render_core
+
+        predicted = self.store.predicted
+        while len(self._first_ids) < len(self.grid) and len(self._first_ids) in predicted:
+            last = len(self._first_ids) - 1
+            self._first_ids.append(0 if last < 0 else self._first_ids[last]
+                                   + predicted[last][0])
+        prefix = len(self._first_ids)  # blocks 0..prefix-1 are all predicted
+        while (self._next_render < len(self.grid)
+               and self.grid.last_neighbour(self._next_render) < prefix):
+            index = self._next_render
+            if index not in self.store.written:
+                blocks = self.grid.neighbours(index)
+                labels = render_core(self.grid, index, {b: self._objects(b) for b in blocks},
+                                     {b: self._first_ids[b] for b in blocks}, self.rays)
+                self.store.write_labels(index, self.grid.core_box(index), labels)
+            self._next_render += 1
+        if len(self.store.written) == len(self.grid) and self.store.state_dir.exists():
+            self.store.complete({**self.attributes, "n_objects": self.n_objects,
+                                 "clipped": self.clipped})
+
+    @property
+    def n_objects(self) -> int:
+        return sum(n for n, _ in self.store.predicted.values())
+
+    @property
+    def clipped(self) -> int:
+        return sum(c for _, c in self.store.predicted.values())
+
+    def result(self) -> BlockRunResult:
+        return BlockRunResult(self.store.path, self.grid.shape, self.n_objects, len(self.grid),
+                              self.resumed, self.clipped, self.settings, self.auto, self.grid)
+
+
+def _recorded_run(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / STATE_DIR / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = None,
+                thresholds: tuple[float, float] | None = None,
+                block_size: tuple[int, int, int] | None = None, *,
+                margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
+                executor: Any = None, voxel_size: tuple[float, ...] | None = None) -> BlockRun:
+    """Open ``source`` and the output store (resuming an interrupted run there), measure the
+    normalisation on the whole volume and, with ``auto_scaled``, choose the scale on a centre
+    crop (on ``executor``). ValueError (one line) for an unusable input or store."""
+    from .model_settings import model_normalization, ray_scale
+    from .predict import PredictSettings
+    from .registry import model_fingerprint, model_thresholds
+
+    out_path = Path(out_path)
+    if isinstance(source, (str, Path)):
+        source = open_source(source)
+    check_source(source)
+    settings = settings or PredictSettings()
+    prob, nms = thresholds or model_thresholds(entry)
+    norm = sample_bounds(source, settings.norm or model_normalization(entry.path))
+    settings = replace(settings, norm=norm, n_tiles=None)
+    auto = None
+    if auto_scaled:
+        recorded = _recorded_run(out_path) if out_path.exists() else None
+        if recorded is not None and recorded.get("scale_policy") == "auto":
+            settings = replace(settings, scale=tuple(recorded["scale"]))
+        else:
+            crop = read_box(source, centre_crop_box(source.shape))
+            auto = (executor or InlineExecutor()).submit(
+                auto_scale_task, entry, crop, settings, prob, nms).result()
+            settings = replace(settings, scale=tuple(auto.scale))
+    scale = tuple(float(s) for s in (settings.scale or (1.0, 1.0, 1.0)))
+    settings = replace(settings, scale=scale)
+    settings.validate()
+    config = json.loads((Path(entry.path) / "config.json").read_text(encoding="utf-8"))
+    grid = plan_grid(source.shape, scale, block_size, margin, network_divisor(config))
+    attributes = {
+        "model": entry.name, "model_sha256": model_fingerprint(entry),
+        "ray_scale": ray_scale(entry.path), "prob_thresh": float(prob),
+        "nms_thresh": float(nms), "normalization": norm.to_json(), "bounds": [norm.lo, norm.hi],
+        "scale_policy": "auto" if auto_scaled else "fixed", "scale": list(scale),
+        "block_size": list(grid.core), "margin": list(grid.margin), "align": list(grid.align),
+    }
+    if voxel_size is not None:
+        attributes["voxel_size"] = [float(v) for v in voxel_size]
+    signature = {"version": RUN_VERSION, "shape": list(grid.shape),
+                 "dtype": str(source.dtype), **attributes}
+    store = RunStore.open(out_path, grid.shape, grid.core, signature)
+    rays = RayGeometry.from_rays_json(config["rays_json"], scale)
+    return BlockRun(entry, source, store, grid, settings, (prob, nms), rays, auto, attributes)
+
+
+def drive(runs: list[BlockRun], executor: Any) -> Generator[Progress, None, None]:
+    """Predict the blocks of ``runs`` on ``executor`` (the first runs' blocks first), writing
+    labels as they become ready; yields the blocks done over all runs after each block. A run
+    whose task fails keeps the error (``run.error``) and the others go on. Closing this
+    cancels the tasks in flight."""
+    inflight: dict[Any, tuple[BlockRun, int]] = {}
+    try:
+        while True:
+            for run in runs:
+                while len(inflight) < executor.capacity and (task := run.next_task()):
+                    index, args = task
+                    inflight[executor.submit(predict_block, *args)] = (run, index)
+            if not inflight:
+                return
+            for future in executor.wait(list(inflight)):
+                run, index = inflight.pop(future)
+                try:
+                    run.accept(index, future.result())
+                except Exception as err:
+                    run.error = err
+                    dropped = [f for f, (r, _) in inflight.items() if r is run]
+                    for f in dropped:
+                        del inflight[f]
+                    executor.cancel(dropped)
+                yield sum(r.done for r in runs), sum(r.total for r in runs)
+    finally:
+        executor.cancel(list(inflight))
+
+
+def segment_blocks(entry: Any, source: Any, out_path: str | Path, settings: Any = None,
+                   thresholds: tuple[float, float] | None = None,
+                   block_size: tuple[int, int, int] | None = None, *,
+                   margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
+                   executor: Any = None, voxel_size: tuple[float, ...] | None = None,
+                   ) -> Generator[Progress, None, BlockRunResult]:
+    """Label ``source`` block by block into the zarr store ``out_path``; yields
+    ``(blocks_done, blocks_total)``; returns the :class:`BlockRunResult`.
+
+    ``settings``: how blocks are fed to the network (its normalisation's percentiles are
+    measured on the whole volume; ``n_tiles`` is chosen per block); ``thresholds``: (prob,
+    nms), the model's by default; ``block_size``: core edge per axis, input voxels;
+    ``executor``: :func:`.block_exec.block_executor` (default: this process);
+    ``voxel_size``: recorded in the store's ``anystar`` attribute (napari's scale). An existing
+    ``out_path`` must hold an interrupted run with the same settings: it is resumed.
+    """
+    executor = executor or InlineExecutor()
+    run = prepare_run(entry, source, out_path, settings, thresholds, block_size, margin=margin,
+                      auto_scaled=auto_scaled, executor=executor, voxel_size=voxel_size)
+    yield run.done, run.total
+    yield from drive([run], executor)
+    if run.error is not None:
+        raise run.error
+    return run.result()
+
+
+def segment_many(entry: Any, jobs: list[VolumeJob], settings: Any = None,
+                 thresholds: tuple[float, float] | None = None,
+                 block_size: tuple[int, int, int] | None = None, *,
+                 margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
+                 executor: Any = None,
+                 ) -> Generator[Progress, None, list[BlockRunResult | Exception]]:
+    """:func:`segment_blocks` for several volumes through one executor; each volume's result
+    or the error (Exception) that stopped it, in order. Volumes are prepared (opened,
+    sampled, auto-scaled) one after the other, their blocks then run together; the total
+    grows as they are prepared."""
+    executor = executor or InlineExecutor()
+    runs: list[BlockRun | Exception] = []
+    for job in jobs:
+        try:
+            runs.append(prepare_run(entry, job.source, job.out_path, settings, thresholds,
+                                    block_size, margin=margin, auto_scaled=auto_scaled,
+                                    executor=executor, voxel_size=job.voxel_size))
+        except Exception as err:
+            runs.append(err)
+        live = [r for r in runs if isinstance(r, BlockRun)]
+        yield sum(r.done for r in live), sum(r.total for r in live)
+    yield from drive(live, executor)
+    return [r if isinstance(r, Exception) else (r.error or r.result()) for r in runs]

@@ -1,0 +1,306 @@
+"""Block-wise segmentation: geometry, stitching across block borders, unique ids, resume,
+sources, the whole-volume normalisation, and the real network against whole-volume labels."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from conftest import drain
+from napari_anystar.model import blockwise, registry
+from napari_anystar.model.block_exec import InlineExecutor, block_executor, connect
+from napari_anystar.model.block_io import STATE_DIR, open_source
+from napari_anystar.model.block_tasks import FixedBounds, sample_bounds
+from napari_anystar.model.blocks import (
+    BlockGrid,
+    BlockObjects,
+    RayGeometry,
+    plan_grid,
+)
+from napari_anystar.model.predict import PredictSettings
+from napari_anystar.normalization import LEGACY
+
+SHAPE = (30, 40, 44)
+CORE = (12, 16, 16)
+MARGIN = (6, 6, 6)
+
+
+# ------------------------------------------------------------------------ geometry
+def test_cores_tile_the_volume_and_read_regions_add_the_margin():
+    grid = plan_grid(SHAPE, (1.0, 1.0, 1.0), CORE, MARGIN)
+    assert grid.counts == (3, 3, 3) and len(grid) == 27
+    cover = np.zeros(SHAPE, int)
+    for i in range(len(grid)):
+        cover[grid.core_box(i)] += 1
+        core, read = grid.core_box(i), grid.read_box(i)
+        for c, r, m, n in zip(core, read, MARGIN, SHAPE, strict=True):
+            assert r.start == max(0, c.start - m) and r.stop == min(n, c.stop + m)
+    assert (cover == 1).all()
+    voxels = np.argwhere(np.ones(SHAPE, bool))[::97]
+    owners = grid.owner(voxels.astype(float))
+    for v, owner in zip(voxels, owners, strict=True):
+        box = grid.core_box(int(owner))
+        assert all(b.start <= x < b.stop for b, x in zip(box, v, strict=True))
+    assert sorted(grid.neighbours(13)) == list(range(27))
+    assert grid.neighbours(0) == [0, 1, 3, 4, 9, 10, 12, 13]
+    assert grid.last_neighbour(0) == 13
+    aligned = plan_grid(SHAPE, (1.0, 1.0, 1.0), CORE, MARGIN, divisor=(8, 8, 8))
+    for i in range(len(aligned)):
+        for c, r, m, n in zip(aligned.core_box(i), aligned.read_box(i), MARGIN, SHAPE,
+                              strict=True):
+            assert r.start % 8 == 0 and (r.stop % 8 == 0 or r.stop == n)
+            assert r.start <= max(0, c.start - m) and r.stop >= min(n, c.stop + m)
+
+
+def test_default_grid_follows_the_scale_and_rejects_tiny_blocks():
+    grid = plan_grid((500, 500, 500), (0.5, 1.0, 2.0))
+    assert grid.core == (256, 128, 64) and grid.margin == (64, 32, 16)
+    with pytest.raises(ValueError, match="Block size"):
+        plan_grid(SHAPE, (1.0, 1.0, 1.0), (4, 16, 16))
+
+
+# ------------------------------------------------------------- stitching (exact, no net)
+@pytest.fixture(scope="module")
+def rays(tiny_model_dir) -> RayGeometry:
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    return RayGeometry.from_rays_json(config["rays_json"], (1.0, 1.0, 1.0))
+
+
+def border_spheres(grid: BlockGrid, n_rays: int) -> BlockObjects:
+    """Spheres centred on and next to core borders (each straddles two to eight cores),
+    some overlapping spheres owned by different blocks, distinct probabilities."""
+    rng = np.random.default_rng(1)
+    centres = []
+    for z in (grid.core[0], 2 * grid.core[0]):
+        for y in (grid.core[1], 2 * grid.core[1]):
+            for x in (grid.core[2] - 0.4, 2 * grid.core[2] + 0.3):
+                centres.append((z - 0.5, y + rng.uniform(-2, 2), x))
+    centres += [(5, 5, 5), (20.0, 15.2, 17.0), (20.0, 17.8, 15.0)]  # the last two overlap
+    points = np.array(centres, float)
+    radii = rng.uniform(3.0, 5.0, len(points))
+    dist = np.repeat(radii[:, None], n_rays, axis=1).astype(np.float32)
+    prob = rng.permutation(np.linspace(0.5, 0.95, len(points))).astype(np.float32)
+    return BlockObjects(points, dist, prob)
+
+
+@pytest.fixture
+def fake_network(monkeypatch, rays):
+    """``predict_block`` that 'finds' given spheres: a block gets those whose centre lies in
+    its core (what the real one keeps); records the blocks it was asked for."""
+    truth: dict[str, BlockObjects] = {}
+    calls: list[int] = []
+
+    def predict(entry, data, settings, thresholds, grid, index):
+        calls.append(index)
+        spheres = truth["spheres"]
+        assert data.shape == tuple(b.stop - b.start for b in grid.read_box(index))
+        own = grid.owner(spheres.points) == index
+        return BlockObjects(spheres.points[own], spheres.dist[own], spheres.prob[own]).ordered()
+
+    monkeypatch.setattr(blockwise, "predict_block", predict)
+    return truth, calls
+
+
+def whole_volume(spheres: BlockObjects, rays: RayGeometry) -> np.ndarray:
+    """The same spheres rendered in one piece by StarDist's renderer (likeliest first)."""
+    from stardist.lib.stardist3d import c_polyhedron_to_label
+
+    order = np.argsort(-spheres.prob)
+    return c_polyhedron_to_label(
+        spheres.dist[order], spheres.points[order].astype(np.float32), rays.vertices,
+        rays.faces, np.arange(1, len(order) + 1, dtype=np.int32), np.int32(0), np.int32(0),
+        np.int32(0), np.int32(0), SHAPE)
+
+
+def volume(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 1000, SHAPE).astype(np.uint16)
+
+
+def entry_of(folder) -> registry.ModelEntry:
+    return registry.ModelEntry(folder.name, folder, "folder")
+
+
+def run_blocks(tiny_model_dir, image, out, **kwargs):
+    job = blockwise.segment_blocks(entry_of(tiny_model_dir), image, out,
+                                   PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
+                                   margin=MARGIN, **kwargs)
+    return drain(job)
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to a renumbering of the objects (a bijection between ids)."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return (len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+            and np.array_equal(a == 0, b == 0))
+
+
+def test_objects_across_block_borders_are_whole_and_once(tiny_model_dir, fake_network,
+                                                         rays, tmp_path):
+    truth, calls = fake_network
+    grid = plan_grid(SHAPE, (1.0, 1.0, 1.0), CORE, MARGIN)
+    spheres = border_spheres(grid, rays.vertices.shape[0])
+    truth["spheres"] = spheres
+    progress, result = run_blocks(tiny_model_dir, volume(), tmp_path / "l.zarr")
+    labels = zarr.open(str(tmp_path / "l.zarr"), mode="r")[:]
+    reference = whole_volume(spheres, rays)
+    assert sorted(calls) == list(range(27))
+    assert progress[0] == (0, 27) and progress[-1] == (27, 27)
+    assert result.n_objects == len(spheres) == len(np.unique(labels)) - 1
+    assert set(np.unique(labels)) == set(range(len(spheres) + 1))  # ids 1..n, unique
+    assert same_partition(labels, reference)  # none cut, none doubled, overlaps as StarDist
+    straddling = [i for i in range(1, labels.max() + 1)
+                  if len({int(grid.owner(v[None].astype(float))[0])
+                          for v in np.argwhere(labels == i)}) > 1]
+    assert len(straddling) >= 8
+    assert result.clipped == 0 and result.blocks_resumed == 0
+    attrs = zarr.open(str(tmp_path / "l.zarr"), mode="r").attrs["anystar"]
+    assert attrs["complete"] and attrs["n_objects"] == len(spheres)
+    assert not (tmp_path / "l.zarr" / STATE_DIR).exists()
+
+
+def test_resume_after_an_interrupted_run_skips_the_done_blocks(tiny_model_dir, fake_network,
+                                                               rays, tmp_path):
+    truth, calls = fake_network
+    grid = plan_grid(SHAPE, (1.0, 1.0, 1.0), CORE, MARGIN)
+    truth["spheres"] = border_spheres(grid, rays.vertices.shape[0])
+    job = blockwise.segment_blocks(entry_of(tiny_model_dir), volume(), tmp_path / "l.zarr",
+                                   PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
+                                   margin=MARGIN)
+    for _ in range(11):  # the (0, 27) before the first block, then ten blocks
+        next(job)
+    job.close()
+    assert calls == list(range(10))
+    assert (tmp_path / "l.zarr" / STATE_DIR / "state.json").is_file()
+    calls.clear()
+    _, result = run_blocks(tiny_model_dir, volume(), tmp_path / "l.zarr")
+    assert calls == list(range(10, 27))
+    assert result.blocks_resumed == 10
+    _, _ = run_blocks(tiny_model_dir, volume(), tmp_path / "whole.zarr")
+    resumed = zarr.open(str(tmp_path / "l.zarr"), mode="r")[:]
+    assert np.array_equal(resumed, zarr.open(str(tmp_path / "whole.zarr"), mode="r")[:])
+
+
+def test_resume_refuses_other_settings_and_finished_stores(tiny_model_dir, fake_network,
+                                                           rays, tmp_path):
+    truth, _ = fake_network
+    truth["spheres"] = BlockObjects.empty(rays.vertices.shape[0])
+    job = blockwise.segment_blocks(entry_of(tiny_model_dir), volume(), tmp_path / "l.zarr",
+                                   PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
+                                   margin=MARGIN)
+    next(job), next(job)
+    job.close()
+    with pytest.raises(ValueError, match="interrupted run with other settings"):
+        run_blocks(tiny_model_dir, volume() // 2, tmp_path / "l.zarr")
+    run_blocks(tiny_model_dir, volume(), tmp_path / "done.zarr")
+    with pytest.raises(ValueError, match="already exists"):
+        run_blocks(tiny_model_dir, volume(), tmp_path / "done.zarr")
+
+
+# ------------------------------------------------------------------------ inputs
+def test_sources_are_read_lazily_in_zyx(tmp_path):
+    image = volume()
+    tifffile.imwrite(tmp_path / "raw.tif", image)
+    tifffile.imwrite(tmp_path / "packed.tif", image, compression="zlib")
+    nib.save(nib.Nifti1Image(image.T, np.eye(4)), tmp_path / "v.nii.gz")
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("raw", shape=SHAPE, dtype="uint16")[:] = image
+    box = (slice(3, 9), slice(0, 40, 3), slice(10, 12))
+    raw = open_source(tmp_path / "raw.tif")
+    assert isinstance(raw, np.memmap)
+    for name in ("raw.tif", "packed.tif", "v.nii.gz", "g.zarr"):
+        source = open_source(tmp_path / name)
+        assert tuple(source.shape) == SHAPE, name
+        assert np.array_equal(np.asarray(source[box]), image[box]), name
+    group.create_array("other", shape=(2, 2, 2), dtype="uint8")
+    with pytest.raises(ValueError, match="2 arrays"):
+        open_source(tmp_path / "g.zarr")
+    with pytest.raises(ValueError, match="unsupported"):
+        open_source(tmp_path / "v.png")
+
+
+def test_whole_volume_normalisation_equals_csbdeep_and_subsamples_large_volumes():
+    from csbdeep.data import PercentileNormalizer
+
+    image = volume().astype(np.float32) * 3
+    fixed = sample_bounds(image, LEGACY)
+    reference = PercentileNormalizer(LEGACY.low, LEGACY.high).before(image, "ZYX")
+    assert np.array_equal(fixed.csbdeep().before(image, "ZYX"), reference)
+    assert np.array_equal(fixed.csbdeep().before(image[:5], "ZYX"), reference[:5])
+    strided = sample_bounds(image, LEGACY, max_samples=SHAPE[0] * SHAPE[1] * SHAPE[2] // 8)
+    assert isinstance(strided, FixedBounds) and strided.lo == pytest.approx(fixed.lo, abs=30)
+    with pytest.raises(ValueError, match="constant"):
+        sample_bounds(np.zeros(SHAPE), LEGACY)
+
+
+# ------------------------------------------------------------------------ executors
+def test_a_bad_scheduler_address_is_one_clear_line():
+    with pytest.raises(ValueError, match="cannot connect to the Dask scheduler"):
+        connect("tcp://127.0.0.1:9", timeout=1)
+    with pytest.raises(ValueError, match="workers must be 0 or more"), block_executor(-1):
+        pass
+    with block_executor(0) as executor:
+        assert isinstance(executor, InlineExecutor)
+
+
+# ------------------------------------------------------------------ the real network
+def blobs(shape, n, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Bright blurred spheres (radius 4-6) on noise, some centred on core borders."""
+    from scipy import ndimage as ndi
+
+    from napari_anystar.synth.labels import spheres_label_map
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, (n, 3)) * np.array(shape)
+    centres[: n // 3, 2] = shape[2] / 2 + rng.uniform(-1, 1, n // 3)
+    radii = rng.uniform(4.0, 6.0, n)
+    truth = spheres_label_map(shape, centres.astype(np.float32), radii.astype(np.float32),
+                              np.zeros(shape, np.float32), 5.0)
+    image = ndi.gaussian_filter((truth > 0) * 1.0, 1.0) + rng.normal(0, 0.05, shape)
+    return (image * 1000 + 200).astype(np.uint16), truth
+
+
+@pytest.mark.slow
+@pytest.mark.bundled_model
+def test_bundled_model_block_labels_match_whole_volume_labels(tmp_path):
+    from napari_anystar._generators import result_of
+    from napari_anystar.analysis import pooled_scores
+    from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.predict import predict_network
+
+    entry = registry.default_model()
+    model = registry.load_model(entry)
+    prob, nms = registry.model_thresholds(entry)
+    image, _ = blobs((32, 64, 96), 45, seed=3)
+    settings = PredictSettings(norm=model.anystar_normalization)
+    whole = InstanceSolver(result_of(predict_network(model, image, settings)), model)
+    reference = whole.labels(prob, nms)
+    _, result = drain(blockwise.segment_blocks(entry, image, tmp_path / "l.zarr", settings,
+                                               (prob, nms), (32, 32, 48), margin=(24, 24, 24)))
+    labels = zarr.open(str(tmp_path / "l.zarr"), mode="r")[:]
+    assert result.n_blocks == 4 and reference.max() >= 20
+    scores = pooled_scores([reference], [labels], iou_thresholds=(0.9,))
+    assert scores.recall[0] >= 0.95 and scores.precision[0] >= 0.95
+    assert len(np.unique(labels)) - 1 == result.n_objects
+    assert abs(result.n_objects - reference.max()) <= 1
+
+
+@pytest.mark.slow
+def test_a_local_dask_worker_gives_the_same_labels(tiny_model_dir, tmp_path):
+    image, _ = blobs((24, 32, 40), 8, seed=5)
+    entry = entry_of(tiny_model_dir)
+    model = registry.load_model(entry)
+    prob = float(np.quantile(model.predict(LEGACY.apply(image))[0], 0.995))
+    args = (PredictSettings(norm=LEGACY), (prob, 0.35), (12, 16, 20))
+    _, inline = drain(blockwise.segment_blocks(entry, image, tmp_path / "a.zarr", *args,
+                                               margin=(8, 8, 8)))
+    with block_executor(workers=1) as executor:
+        _, dask = drain(blockwise.segment_blocks(entry, image, tmp_path / "b.zarr", *args,
+                                                 margin=(8, 8, 8), executor=executor))
+    assert inline.n_objects == dask.n_objects > 0
+    assert np.array_equal(zarr.open(str(tmp_path / "a.zarr"), mode="r")[:],
+                          zarr.open(str(tmp_path / "b.zarr"), mode="r")[:])

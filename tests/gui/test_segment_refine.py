@@ -1,0 +1,105 @@
+"""The Segment widget's *Refine outlines to the image* checkbox: refined labels after a Run,
+StarDist's own when unticked (re-solved live, no network run), and back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_anystar._widgets._segment_form import HELP
+from napari_anystar._widgets.segment import SegmentWidget
+from napari_anystar.model import segmenter
+from napari_anystar.model.refine import DEFAULT_REFINE
+
+from .segment_helpers import TIMEOUT, _blobs, _docked, _labels_layers, _run
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, entry, errors):
+    """Viewer and widget (manual scale) with *Refine outlines* as a new widget has it."""
+    viewer, widget = _docked(make_napari_viewer, refine=DEFAULT_REFINE)
+    widget.set_scale_mode("manual")
+    return viewer, widget
+
+
+def _toggle_and_wait(qtbot, widget, checked: bool):
+    """Tick/untick the checkbox and wait for the labels it asks for; returns the layer."""
+    with qtbot.waitSignal(widget.labels_updated, timeout=TIMEOUT) as blocker:
+        widget.refine_check.setChecked(checked)
+    qtbot.waitUntil(lambda: not widget._live._busy, timeout=TIMEOUT)
+    return blocker.args[0]
+
+
+def test_checkbox_is_ticked_by_default_and_explained(make_napari_viewer, entry, errors):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)  # as napari makes it: nothing set by the tests' helpers
+    viewer.window.add_dock_widget(widget, name="Segment")
+    check = widget.refine_check
+    assert check.text() == "Refine outlines to the image"
+    assert DEFAULT_REFINE is True and check.isChecked()
+    assert check.toolTip() == HELP["refine"] and "outline" in check.toolTip()
+    check.setChecked(False)  # nothing shown yet: nothing to re-solve, nothing fails
+    assert widget._run is None and not _labels_layers(viewer) and errors == []
+
+
+def test_toggling_refinement_re_solves_the_shown_labels(qtbot, viewer_widget, monkeypatch,
+                                                        errors):
+    viewer, widget = viewer_widget
+    image = _blobs()
+    original = image.copy()
+    viewer.add_image(image, name="blobs")
+    widget.set_scale((1.0, 1.0, 1.0))
+    runs = []
+    real = segmenter.predict_network
+
+    def counting(*args, **kwargs):
+        runs.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter, "predict_network", counting)
+
+    layer = _run(qtbot, widget)
+
+    result = widget._run.result
+    prob, nms = widget.thresholds()
+    plain = result.solver.labels(prob, nms)
+    refined = result.refiner(plain)
+    assert result.refined and result.refiner.image is widget._run.volume.data
+    assert refined.max() == plain.max() > 0 and np.sum(refined != plain) > 50
+    np.testing.assert_array_equal(layer.data, refined)
+    assert layer.metadata["n_objects"] == plain.max()
+
+    assert _toggle_and_wait(qtbot, widget, False) is layer  # the same layer, StarDist's labels
+    np.testing.assert_array_equal(layer.data, plain)
+    assert layer.metadata["n_objects"] == plain.max()
+
+    assert _toggle_and_wait(qtbot, widget, True) is layer
+    np.testing.assert_array_equal(layer.data, refined)
+
+    widget.refine_check.setChecked(False)  # a slider move keeps the choice
+    with qtbot.waitSignal(widget.labels_updated, timeout=TIMEOUT):
+        widget.prob_slider.setValue(0.7)
+    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7 and not widget._live._busy,
+                    timeout=TIMEOUT)
+    np.testing.assert_array_equal(layer.data, result.solver.labels(0.7, nms))
+
+    assert len(runs) == 1  # the network ran once: the rest was live solving
+    assert len(_labels_layers(viewer)) == 1
+    np.testing.assert_array_equal(viewer.layers["blobs"].data, original)  # input untouched
+    assert errors == []
+
+
+def test_unticked_run_shows_stardist_labels(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    widget.set_scale((1.0, 1.0, 1.0))
+    widget.refine_check.setChecked(False)
+
+    layer = _run(qtbot, widget)
+
+    result = widget._run.result
+    assert not result.refined
+    np.testing.assert_array_equal(layer.data, result.solver.labels(*widget.thresholds()))
+    assert _toggle_and_wait(qtbot, widget, True) is layer
+    np.testing.assert_array_equal(layer.data,
+                                  result.refiner(result.solver.labels(*widget.thresholds())))

@@ -62,6 +62,10 @@ HELP = {
     "the object's intensity and the background around it) instead of the network's "
     "star-convex shape. Same objects, closer outlines on fluorescence data; untick for "
     "StarDist's own shapes.",
+    "whole": "Shown for a lazy (dask/zarr) layer or one over the memory budget, which Run "
+    "segments in the region in view: apply the current thresholds and scale to the whole "
+    "volume block by block in the background, written to a zarr store in the user's cache "
+    "folder and shown as a lazily loaded labels layer as blocks complete.",
     "show_prob": "Also show the network's object probability map as an image layer.",
 }
 
@@ -152,6 +156,9 @@ class SegmentForm(QWidget):
 
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip(HELP["run"])
+        self.whole_button = QPushButton("Run on whole volume")
+        self.whole_button.setToolTip(HELP["whole"])
+        self.whole_button.setVisible(False)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip(HELP["cancel"])
         self.cancel_button.setEnabled(False)
@@ -238,6 +245,7 @@ class SegmentForm(QWidget):
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
+        buttons.addWidget(self.whole_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         for box in (inputs, thresholds, prediction):

@@ -45,6 +45,7 @@ from napari_anystar._widgets._segment_output import (
     show_probability,
 )
 from napari_anystar._widgets._segment_tune import TuneSection
+from napari_anystar._widgets._segment_whole import WholeVolumeSection
 from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
 from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
@@ -102,6 +103,7 @@ class SegmentWidget(SegmentForm):
         self._refresh_layers()
         self._on_model_changed(self.model_chooser.entry())
         self.tune_section = TuneSection(self)  # "Tune from annotations" (_segment_tune.py)
+        self.whole_section = WholeVolumeSection(self)  # "Run on whole volume" (_segment_whole.py)
 
     # ------------------------------------------------------------------------- choosers
     def selected_layer(self) -> Image | None:

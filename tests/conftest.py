@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import numpy as np
 import pytest
 
 from napari_anystar._tf import import_tensorflow
@@ -23,6 +24,37 @@ def drain(generator) -> tuple[list, object]:
             yielded.append(next(generator))
         except StopIteration as stop:
             return yielded, stop.value
+
+
+def gaussian_blobs(shape=(24, 32, 40), seed=0, *, n: int = 6, sigma: float = 3.0
+                   ) -> np.ndarray:
+    """``n`` bright Gaussian blobs (``sigma`` voxels) on noise, uint16, ZYX."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float32)
+    image = rng.normal(100, 5, size=shape).astype(np.float32)
+    for _ in range(n):
+        centre = [rng.uniform(4, s - 4) for s in shape]
+        dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        image += 800 * np.exp(-dist2 / (2 * sigma**2))
+    return image.astype(np.uint16)
+
+
+def sharpen_tiny_model(model, prob: np.ndarray, ray_length: float, weights_path) -> None:
+    """Make a random tiny model segment: its logits stretched so that ~3% of the voxels of
+    ``prob`` (its own probabilities on a test image) pass 0.5, its rays ~``ray_length``
+    voxels long; the weights are saved to ``weights_path``.
+
+    (Random weights give probabilities ~0.5 and distances ~0 everywhere.)
+    """
+    prob = np.clip(np.asarray(prob, np.float64), 1e-7, 1 - 1e-7)
+    logit = np.log(prob / (1 - prob))
+    shift, stretch = np.quantile(logit, 0.97), 6.0 / max(float(logit.std()), 1e-6)
+    layers = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
+    kernel, bias = layers[0].get_weights()
+    layers[0].set_weights([kernel * stretch, (bias - shift) * stretch])
+    kernel, bias = layers[1].get_weights()
+    layers[1].set_weights([kernel * 0.1, bias * 0.1 + ray_length])
+    model.keras_model.save_weights(str(weights_path))
 
 
 @pytest.fixture(autouse=True)

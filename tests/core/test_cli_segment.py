@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import gaussian_blobs as blobs
 from napari_anystar import cli
 from napari_anystar.model import registry
 from napari_anystar.normalization import LEGACY, Normalization
@@ -57,18 +58,6 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(segmenter, "network_job", spy)
     return seen
-
-
-def blobs(shape=(24, 32, 40), seed=0) -> np.ndarray:
-    """A few bright Gaussian blobs on noise, uint16, ZYX."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape, dtype=np.float32)
-    image = rng.normal(100, 5, size=shape).astype(np.float32)
-    for _ in range(6):
-        centre = [rng.uniform(4, s - 4) for s in shape]
-        dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
-        image += 800 * np.exp(-dist2 / (2 * 3.0**2))
-    return image.astype(np.uint16)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, list[str]]:

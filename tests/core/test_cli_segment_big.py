@@ -11,26 +11,15 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from test_cli_segment import run_cli
 
-from napari_anystar import cli
+from conftest import gaussian_blobs as blobs
 from napari_anystar._cli.segment_big import partial_path
 from napari_anystar.model import blockwise, registry
 from napari_anystar.model.block_io import STATE_DIR
 from napari_anystar.normalization import LEGACY
 
 BLOCKS = ["--block-size", "12", "16", "20", "--scale", "1"]
-
-
-def blobs(shape=(24, 32, 40), seed=0) -> np.ndarray:
-    """A few bright Gaussian blobs on noise, uint16, ZYX."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape, dtype=np.float32)
-    image = rng.normal(100, 5, size=shape).astype(np.float32)
-    for _ in range(6):
-        centre = [rng.uniform(4, s - 4) for s in shape]
-        dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
-        image += 800 * np.exp(-dist2 / (2 * 3.0**2))
-    return image.astype(np.uint16)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +31,6 @@ def model_dir(tiny_model_dir, tmp_path_factory):
     thresholds = {"prob": round(float(np.quantile(prob, 0.995)), 4), "nms": 0.35}
     (folder / "thresholds.json").write_text(json.dumps(thresholds))
     return folder
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, list[str]]:
-    code = cli.main(["segment", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip().splitlines()
 
 
 def test_tif_to_zarr_store_readable_by_zarr(model_dir, tmp_path, capsys):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import drain
+from conftest import drain, gaussian_blobs, sharpen_tiny_model
 from napari_anystar.model import registry, segmenter
 from napari_anystar.model.cache import PredictionCache
 from napari_anystar.model.instances import InstanceSolver
@@ -214,35 +214,16 @@ def test_the_smoothed_image_is_computed_once(monkeypatch):
 # ----------------------------------------------------------------- pipeline wiring
 def blurred_blobs(shape=(24, 32, 40), seed=0) -> np.ndarray:
     """Twelve Gaussian blobs (sigma 2.5) on noise, uint16."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape, dtype=np.float32)
-    image = rng.normal(100, 5, size=shape).astype(np.float32)
-    for _ in range(12):
-        centre = [rng.uniform(4, s - 4) for s in shape]
-        image += 800 * np.exp(-sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
-                              / (2 * 2.5**2))
-    return image.astype(np.uint16)
+    return gaussian_blobs(shape, seed, n=12, sigma=2.5)
 
 
 def objects_model(tiny_model_dir, folder):
     """A copy of the tiny model in ``folder``, sharpened to ~15 objects ~8 voxels across on
-    ``blurred_blobs()`` (thresholds 0.5 / 0.35); returns ``folder``.
-
-    (Random weights give probabilities ~0.5 and distances ~0 everywhere: here the logits
-    are stretched so ~3% of the voxels pass 0.5 and the rays are ~4 voxels long.)
-    """
+    ``blurred_blobs()`` (thresholds 0.5 / 0.35); returns ``folder``."""
     folder = shutil.copytree(tiny_model_dir, folder)
     model = registry.load_model(registry.ModelEntry(folder.name, folder, "folder"))
-    prob = np.clip(model.predict(LEGACY.apply(blurred_blobs()))[0].astype(np.float64),
-                   1e-7, 1 - 1e-7)
-    logit = np.log(prob / (1 - prob))
-    shift, stretch = np.quantile(logit, 0.97), 6.0 / max(float(logit.std()), 1e-6)
-    layers = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
-    kernel, bias = layers[0].get_weights()
-    layers[0].set_weights([kernel * stretch, (bias - shift) * stretch])
-    kernel, bias = layers[1].get_weights()
-    layers[1].set_weights([kernel * 0.1, bias * 0.1 + 4.0])
-    model.keras_model.save_weights(str(folder / "weights_best.h5"))
+    prob = model.predict(LEGACY.apply(blurred_blobs()))[0]
+    sharpen_tiny_model(model, prob, 4.0, folder / "weights_best.h5")
     (folder / "thresholds.json").write_text(json.dumps({"prob": 0.5, "nms": 0.35}))
     return folder
 

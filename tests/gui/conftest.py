@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 import threading
 
-import numpy as np
 import pytest
 
-from conftest import drain
+from conftest import drain, sharpen_tiny_model
 from napari_anystar._widgets import segment as segment_module
 from napari_anystar.model import registry, segmenter
 from napari_anystar.model.predict import PredictSettings, predict_network
@@ -32,15 +31,8 @@ def seg_model_dir(tiny_model_dir, tmp_path_factory):
     shutil.copytree(tiny_model_dir, folder)
     model = StarDist3D(None, name=folder.name, basedir=str(folder.parent))
     output = drain(predict_network(model, _blobs(), PredictSettings()))[1]
-    prob = np.clip(output.cand_prob.astype(np.float64), 1e-7, 1 - 1e-7)  # all non-border voxels
-    logit = np.log(prob / (1 - prob))
-    shift, stretch = np.quantile(logit, 0.97), 6.0 / max(float(logit.std()), 1e-6)
-    layers = model.keras_model.get_layer("prob"), model.keras_model.get_layer("dist")
-    kernel, bias = layers[0].get_weights()
-    layers[0].set_weights([kernel * stretch, (bias - shift) * stretch])
-    kernel, bias = layers[1].get_weights()
-    layers[1].set_weights([kernel * 0.1, bias * 0.1 + 3.0])
-    model.keras_model.save_weights(str(folder / "weights_best.h5"))
+    # cand_prob: all non-border voxels
+    sharpen_tiny_model(model, output.cand_prob, 3.0, folder / "weights_best.h5")
     return folder
 
 

@@ -24,6 +24,7 @@ STAGE_UNITS = {"size": "round", "tiles": "tile"}
 
 __all__ = [
     "add_model_options",
+    "check_outputs",
     "drive",
     "load_model",
     "output_paths",
@@ -155,6 +156,12 @@ def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> No
             raise UserError(str(err)) from None
         if not path.is_file():
             raise UserError(f"input {path} does not exist")
+    check_outputs(inputs, outputs, overwrite)
+
+
+def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
+    """UserError if an output would replace its input, exists without ``overwrite``, or
+    lies in a folder that cannot be written (checked before any work)."""
     for src, dst in zip(inputs, outputs, strict=True):
         if dst.exists() and dst.resolve() == src.resolve():
             raise UserError(f"output {dst} would replace its input image")

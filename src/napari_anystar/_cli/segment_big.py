@@ -79,8 +79,8 @@ def partial_path(dst: Path) -> Path:
 
 
 def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
+    from napari_anystar._cli.segment import check_outputs
     from napari_anystar.model.block_io import SOURCE_SUFFIXES
-    from napari_anystar.volume_io import check_writable
 
     for path in inputs:
         if not path.name.lower().endswith(SOURCE_SUFFIXES):
@@ -88,16 +88,7 @@ def _check_paths(inputs: list[Path], outputs: list[Path], overwrite: bool) -> No
                             f"{', '.join(SOURCE_SUFFIXES)})")
         if not path.exists():
             raise UserError(f"input {path} does not exist")
-    for src, dst in zip(inputs, outputs, strict=True):
-        if dst.exists() and dst.resolve() == src.resolve():
-            raise UserError(f"output {dst} would replace its input image")
-        if dst.exists() and not overwrite:
-            raise UserError(f"output {dst} already exists (use --overwrite to replace it)")
-    for folder in dict.fromkeys(dst.parent for dst in outputs):
-        try:
-            check_writable(folder)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+    check_outputs(inputs, outputs, overwrite)
 
 
 def _block_size(args: argparse.Namespace) -> tuple[int, int, int] | None:

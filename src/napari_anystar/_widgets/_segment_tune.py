@@ -360,12 +360,8 @@ class TuneSection(QGroupBox):
     def _on_ended(self) -> None:
         """Last signal of the tuning worker: free the widget, then apply or report."""
         host = self.host
-        host._life.worker = None
-        if not host._life.alive:
+        if not host.job_ended():
             return
-        host.run_button.setEnabled(host.selected_model() is not None)
-        host.suggest_scale_button.setEnabled(True)
-        host.cancel_button.setEnabled(False)
         self.tune_button.setEnabled(True)
         outcome, *args = self._outcome
         host.progress_bar.setRange(0, 1)

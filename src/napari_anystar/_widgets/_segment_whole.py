@@ -178,12 +178,8 @@ class WholeVolumeSection(QObject):
 
     def _on_ended(self, worker: Any, state: dict) -> None:
         host = self.host
-        host._life.worker = None
-        if not host._life.alive:
+        if not host.job_ended():
             return
-        host.run_button.setEnabled(host.selected_model() is not None)
-        host.suggest_scale_button.setEnabled(True)
-        host.cancel_button.setEnabled(False)
         if host.progress_bar.maximum() == 0:
             host.progress_bar.setRange(0, 1)
         self.update_button()

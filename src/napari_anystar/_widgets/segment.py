@@ -328,16 +328,23 @@ class SegmentWidget(SegmentForm):
         if self._life.alive:
             self._outcome = ("failed", self._report(exc))
 
-    def _on_run_ended(self) -> None:
-        """Last signal of a run's worker: the widget is ready again, then tell listeners."""
+    def job_ended(self) -> bool:
+        """A job's worker (Run, Suggest, Tune, whole volume) ended: free the job slot and
+        re-enable Run and Suggest; False if the widget is gone."""
         self._life.worker = None
         if not self._life.alive:
-            return
+            return False
         self.run_button.setEnabled(self.selected_model() is not None)
+        self.suggest_scale_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        return True
+
+    def _on_run_ended(self) -> None:
+        """Last signal of a run's worker: the widget is ready again, then tell listeners."""
+        if not self.job_ended():
+            return
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
-        self.suggest_scale_button.setEnabled(True)
         outcome, *args = self._outcome
         if outcome == "cancelled":
             self.progress_bar.setFormat("")

@@ -1,15 +1,17 @@
 """Block-wise segmentation (``model.blockwise``): equivalence, memory, throughput.
 
 * ``equivalence``: a synthetic nuclei volume that fits in RAM, segmented whole (network +
-  ``InstanceSolver``) and block-wise (default block size and margin): the share of whole-volume
-  objects matched at IoU >= 0.9 by a block-wise object, ``duplicates`` (extra block-wise
-  objects lying mostly inside one whole-volume object) and ``cut`` (whole-volume objects split
-  over two or more block-wise labels, each holding >= 10 % of it).
-* ``memory``: peak RSS of ``anystar segment in.zarr --out out.zarr --scale 1`` in a fresh
-  process for an on-disk zarr volume and one 4x larger (twice along Z and Y).
-* ``throughput``: voxels per second in this process (``workers_0``) and on a LocalCluster of
-  1 and 2 worker processes (started and warmed up first, not timed), and the scheduler's
-  overhead per block: (time with 1 worker - time in this process) / blocks.
+  ``InstanceSolver``, outlines refined or not) and block-wise (default block size and margin,
+  the same refinement): the share of whole-volume objects matched at IoU >= 0.9 by a
+  block-wise object, ``duplicates`` (extra block-wise objects lying mostly inside one
+  whole-volume object) and ``cut`` (whole-volume objects split over two or more block-wise
+  labels, each holding >= 10 % of it); ``refined`` and ``stardist`` (not refined).
+* ``memory``: peak RSS of ``anystar segment in.zarr --out out.zarr --scale 1 --workers 0``
+  (outlines refined) in a fresh process for an on-disk zarr volume and one 4x larger (twice
+  along Z and Y).
+* ``throughput``: voxels per second (outlines refined) in this process (``workers_0``) and
+  on a LocalCluster of 1 and 2 worker processes (started and warmed up first, not timed), and
+  the scheduler's overhead per block: (time with 1 worker - time in this process) / blocks.
 
 Volumes: Gaussian-blurred spheres (radius 4.5-7.5, the training size) on noise, uint16.
 Usage: python benchmarks/bench_big.py [--equiv-shape Z Y X] [--nuclei N] [--mem-shape Z Y X]
@@ -95,7 +97,9 @@ def equivalence(entry, shape, n) -> dict:
     from napari_anystar._generators import result_of
     from napari_anystar.model.blockwise import segment_blocks
     from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.object_size import training_diameter
     from napari_anystar.model.predict import PredictSettings, predict_network
+    from napari_anystar.model.refine import OutlineRefiner
     from napari_anystar.model.registry import load_model, model_thresholds
 
     model = load_model(entry)
@@ -104,18 +108,24 @@ def equivalence(entry, shape, n) -> dict:
     settings = PredictSettings(norm=model.anystar_normalization)
     start = time.perf_counter()
     whole = InstanceSolver(result_of(predict_network(model, image, settings)), model)
-    reference = whole.labels(prob, nms)
+    references = {"stardist": whole.labels(prob, nms)}
     whole_s = time.perf_counter() - start
+    start = time.perf_counter()
+    references["refined"] = OutlineRefiner.at_scale(image, settings.scale,
+                                                    training_diameter(model))(
+        references["stardist"])
+    out: dict = {"shape": list(shape), "nuclei_placed": n, "whole_s": round(whole_s, 1),
+                 "whole_refine_s": round(time.perf_counter() - start, 1)}
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        result = result_of(segment_blocks(entry, image, Path(tmp) / "l.zarr", settings,
-                                          (prob, nms)))
-        blocks_s = time.perf_counter() - start
-        labels = zarr.open(str(Path(tmp) / "l.zarr"), mode="r")[:]
-    return {"shape": list(shape), "nuclei_placed": n, "blocks": result.n_blocks,
-            "block_size": list(result.grid.core), "margin": list(result.grid.margin),
-            **compare(reference, labels), "whole_s": round(whole_s, 1),
-            "blockwise_s": round(blocks_s, 1)}
+        for name, reference in references.items():
+            start = time.perf_counter()
+            result = result_of(segment_blocks(entry, image, Path(tmp) / f"{name}.zarr",
+                                              settings, (prob, nms), refine=name == "refined"))
+            blocks_s = time.perf_counter() - start
+            labels = zarr.open(str(Path(tmp) / f"{name}.zarr"), mode="r")[:]
+            out[name] = {**compare(reference, labels), "blockwise_s": round(blocks_s, 1)}
+    return {**out, "blocks": result.n_blocks, "block_size": list(result.grid.core),
+            "margin": list(result.grid.margin)}
 
 
 CHILD = ("import resource, sys; from napari_anystar import cli; code = cli.main(sys.argv[1:]); "
@@ -127,7 +137,7 @@ def peak_rss(volume: Path, out: Path, model: str) -> dict:
     """Peak RSS (MB) of a fresh ``anystar segment`` process on ``volume``."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, "segment", str(volume), "--out",
-                           str(out), "--scale", "1", "--model", model],
+                           str(out), "--scale", "1", "--workers", "0", "--model", model],
                           capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:

@@ -3,7 +3,9 @@ sources, the whole-volume normalisation, and the real network against whole-volu
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -11,9 +13,14 @@ import pytest
 import tifffile
 import zarr
 
-from conftest import drain
+from conftest import drain, gaussian_blobs
 from napari_anystar.model import blockwise, registry
-from napari_anystar.model.block_exec import InlineExecutor, block_executor, connect
+from napari_anystar.model.block_exec import (
+    InlineExecutor,
+    auto_workers,
+    block_executor,
+    connect,
+)
 from napari_anystar.model.block_io import STATE_DIR, open_source
 from napari_anystar.model.block_tasks import FixedBounds, sample_bounds
 from napari_anystar.model.blocks import (
@@ -125,10 +132,10 @@ def entry_of(folder) -> registry.ModelEntry:
     return registry.ModelEntry(folder.name, folder, "folder")
 
 
-def run_blocks(tiny_model_dir, image, out, **kwargs):
+def run_blocks(tiny_model_dir, image, out, core=CORE, **kwargs):
+    kwargs = {"margin": MARGIN, "refine": False, **kwargs}
     job = blockwise.segment_blocks(entry_of(tiny_model_dir), image, out,
-                                   PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
-                                   margin=MARGIN, **kwargs)
+                                   PredictSettings(norm=LEGACY), (0.5, 0.4), core, **kwargs)
     return drain(job)
 
 
@@ -170,7 +177,7 @@ def test_resume_after_an_interrupted_run_skips_the_done_blocks(tiny_model_dir, f
     truth["spheres"] = border_spheres(grid, rays.vertices.shape[0])
     job = blockwise.segment_blocks(entry_of(tiny_model_dir), volume(), tmp_path / "l.zarr",
                                    PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
-                                   margin=MARGIN)
+                                   margin=MARGIN, refine=False)
     for _ in range(11):  # the (0, 27) before the first block, then ten blocks
         next(job)
     job.close()
@@ -191,14 +198,99 @@ def test_resume_refuses_other_settings_and_finished_stores(tiny_model_dir, fake_
     truth["spheres"] = BlockObjects.empty(rays.vertices.shape[0])
     job = blockwise.segment_blocks(entry_of(tiny_model_dir), volume(), tmp_path / "l.zarr",
                                    PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
-                                   margin=MARGIN)
+                                   margin=MARGIN, refine=False)
     next(job), next(job)
     job.close()
     with pytest.raises(ValueError, match="interrupted run with other settings"):
         run_blocks(tiny_model_dir, volume() // 2, tmp_path / "l.zarr")
+    with pytest.raises(ValueError, match="interrupted run with other settings"):
+        run_blocks(tiny_model_dir, volume(), tmp_path / "l.zarr", refine=True)
     run_blocks(tiny_model_dir, volume(), tmp_path / "done.zarr")
     with pytest.raises(ValueError, match="already exists"):
         run_blocks(tiny_model_dir, volume(), tmp_path / "done.zarr")
+
+
+# ------------------------------------------------------- outline refinement, block-wise
+REFINE_SHAPE = (32, 80, 80)
+REFINE_CORE = (16, 20, 20)
+REFINE_MARGIN = (10, 10, 10)  # twice the spheres' largest radius
+
+
+def crowded_spheres(n_rays: int) -> BlockObjects:
+    """Spheres (radius 3-5) centred on and next to every core border, some touching or
+    overlapping (owned by different blocks), and a few anywhere; distinct probabilities."""
+    rng = np.random.default_rng(4)
+    centres = [(z + rng.uniform(-1.5, 1.5), y + rng.uniform(-2, 2), x + rng.uniform(-2, 2))
+               for z in (8, 16, 24) for y in (20, 40, 60) for x in (20, 40, 60)]
+    centres += list(rng.uniform((3, 3, 3), np.array(REFINE_SHAPE) - 3, (12, 3)))
+    points = np.array(centres, float)
+    radii = rng.uniform(3.0, 5.0, len(points))
+    dist = np.repeat(radii[:, None], n_rays, axis=1).astype(np.float32)
+    prob = rng.permutation(np.linspace(0.3, 0.95, len(points))).astype(np.float32)
+    return BlockObjects(points, dist, prob)
+
+
+def test_refined_block_labels_equal_refined_whole_volume_labels(tiny_model_dir, fake_network,
+                                                                 rays, tmp_path):
+    """Block-wise refinement (context, owners two blocks away, the whole volume's intensity
+    bounds) gives exactly the outlines refining the whole volume at once gives."""
+    from scipy import ndimage as ndi
+    from stardist.lib.stardist3d import c_polyhedron_to_label
+
+    from napari_anystar.model.block_render import RefineSpec, render_ring
+    from napari_anystar.model.object_size import TRAINING_DIAMETER
+    from napari_anystar.model.refine import OutlineRefiner
+
+    truth, _ = fake_network
+    spheres = crowded_spheres(rays.vertices.shape[0])
+    truth["spheres"] = spheres
+    order = np.argsort(-spheres.prob)
+    render = [spheres.points[order].astype(np.float32), rays.vertices, rays.faces,
+              np.arange(1, len(order) + 1, dtype=np.int32), np.int32(0), np.int32(0),
+              np.int32(0), np.int32(0), REFINE_SHAPE]
+    polyhedra = c_polyhedron_to_label(spheres.dist[order], *render)
+    # the image's objects are larger than the polyhedra, with their own brightness
+    bright = c_polyhedron_to_label(spheres.dist[order] * 1.3, *render)
+    level = np.random.default_rng(5).uniform(0.5, 1.0, len(order) + 1)
+    level[0] = 0
+    image = ndi.gaussian_filter(level[bright], 1.0)
+    image += np.random.default_rng(6).normal(0, 0.05, REFINE_SHAPE)
+    image = (image * 1000 + 200).astype(np.uint16)
+    reference = OutlineRefiner(image, (TRAINING_DIAMETER,) * 3)(polyhedra)
+    assert np.count_nonzero(reference != polyhedra) > 1000  # refinement changes outlines
+
+    out = tmp_path / "r.zarr"
+    _, result = run_blocks(tiny_model_dir, image, out, REFINE_CORE, margin=REFINE_MARGIN,
+                           refine=True)
+    labels = zarr.open(str(out), mode="r")[:]
+    assert result.refined and result.n_blocks == 32
+    assert result.n_objects == len(spheres) == len(np.unique(labels)) - 1
+    assert same_partition(labels, reference)  # exactly, none cut or doubled
+    straddling = [i for i in range(1, labels.max() + 1)
+                  if len(set(result.grid.owner(np.argwhere(labels == i).astype(float)))) > 1]
+    assert len(straddling) >= 20
+    attrs = zarr.open(str(out), mode="r").attrs["anystar"]
+    assert attrs["refined"] and attrs["refine"]["bounds"][0] == float(image.min())
+    spec = RefineSpec(*(tuple(attrs["refine"][k]) for k in ("diameter", "bounds", "context")))
+    assert spec.context == (24, 24, 24) and render_ring(result.grid, spec) == (3, 2, 2)
+    _, plain = run_blocks(tiny_model_dir, image, tmp_path / "p.zarr", REFINE_CORE,
+                          margin=REFINE_MARGIN)
+    assert not plain.refined
+    assert same_partition(zarr.open(str(tmp_path / "p.zarr"), mode="r")[:], polyhedra)
+
+
+def test_cli_block_mode_refines_unless_told_not_to(tiny_model_dir, tmp_path, capsys):
+    from test_cli_segment import run_cli
+
+    tifffile.imwrite(tmp_path / "v.tif", gaussian_blobs())
+    for extra, refined in (([], True), (["--no-refine"], False)):
+        out = tmp_path / f"{refined}.zarr"
+        code, _, err = run_cli(capsys, str(tmp_path / "v.tif"), "--out", str(out), "--model",
+                               str(tiny_model_dir), "--block-size", "16", "--scale", "1",
+                               "--prob-thresh", "0.9", "--workers", "0", *extra)
+        assert code == 0, err
+        assert zarr.open(str(out), mode="r").attrs["anystar"]["refined"] is refined
+        assert not any("refine" in line for line in err), err
 
 
 # ------------------------------------------------------------------------ inputs
@@ -247,6 +339,28 @@ def test_a_bad_scheduler_address_is_one_clear_line():
         assert isinstance(executor, InlineExecutor)
 
 
+def test_workers_default_to_a_local_cluster_beyond_one_block(monkeypatch, tmp_path):
+    from napari_anystar._cli.segment_big import _workers, wanted
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert auto_workers(1) == 0 and auto_workers(2) == 2
+    tifffile.imwrite(tmp_path / "v.tif", volume())
+    auto = argparse.Namespace(inputs=[str(tmp_path / "v.tif")], out="l.tif", block_size=None,
+                              workers=None, scheduler=None)
+    assert not wanted(auto)  # a plain TIFF stays on the normal path
+    assert not wanted(argparse.Namespace(**{**vars(auto), "workers": 0}))
+    assert wanted(argparse.Namespace(**{**vars(auto), "workers": 2}))
+    single = [tmp_path / "v.tif"]
+    assert _workers(auto, single, None, None) == 0  # one block: this process
+    assert _workers(auto, single, CORE, None) == 2  # 27 blocks
+    assert _workers(auto, single, None, (8.0, 8.0, 8.0)) == 2  # cores of 16 at scale 8
+    assert _workers(auto, single * 2, None, None) == 2  # two volumes
+    assert _workers(argparse.Namespace(**{**vars(auto), "workers": 0}), single, CORE,
+                    None) == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_workers(9) == 1
+
+
 # ------------------------------------------------------------------ the real network
 def blobs(shape, n, seed) -> tuple[np.ndarray, np.ndarray]:
     """Bright blurred spheres (radius 4-6) on noise, some centred on core borders."""
@@ -266,11 +380,14 @@ def blobs(shape, n, seed) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.slow
 @pytest.mark.bundled_model
-def test_bundled_model_block_labels_match_whole_volume_labels(tmp_path):
+@pytest.mark.parametrize("refine", [False, True])
+def test_bundled_model_block_labels_match_whole_volume_labels(tmp_path, refine):
     from napari_anystar._generators import result_of
     from napari_anystar.analysis import pooled_scores
     from napari_anystar.model.instances import InstanceSolver
+    from napari_anystar.model.object_size import training_diameter
     from napari_anystar.model.predict import predict_network
+    from napari_anystar.model.refine import OutlineRefiner
 
     entry = registry.default_model()
     model = registry.load_model(entry)
@@ -279,8 +396,11 @@ def test_bundled_model_block_labels_match_whole_volume_labels(tmp_path):
     settings = PredictSettings(norm=model.anystar_normalization)
     whole = InstanceSolver(result_of(predict_network(model, image, settings)), model)
     reference = whole.labels(prob, nms)
+    if refine:
+        reference = OutlineRefiner.at_scale(image, None, training_diameter(model))(reference)
     _, result = drain(blockwise.segment_blocks(entry, image, tmp_path / "l.zarr", settings,
-                                               (prob, nms), (32, 32, 48), margin=(24, 24, 24)))
+                                               (prob, nms), (32, 32, 48), margin=(24, 24, 24),
+                                               refine=refine))
     labels = zarr.open(str(tmp_path / "l.zarr"), mode="r")[:]
     assert result.n_blocks == 4 and reference.max() >= 20
     scores = pooled_scores([reference], [labels], iou_thresholds=(0.9,))

@@ -19,7 +19,7 @@ from napari_anystar.model import blockwise, registry
 from napari_anystar.model.block_io import STATE_DIR
 from napari_anystar.normalization import LEGACY
 
-BLOCKS = ["--block-size", "12", "16", "20", "--scale", "1"]
+BLOCKS = ["--block-size", "12", "16", "20", "--scale", "1", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")

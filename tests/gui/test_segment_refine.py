@@ -103,3 +103,71 @@ def test_unticked_run_shows_stardist_labels(qtbot, viewer_widget):
     assert _toggle_and_wait(qtbot, widget, True) is layer
     np.testing.assert_array_equal(layer.data,
                                   result.refiner(result.solver.labels(*widget.thresholds())))
+
+
+def test_a_slider_move_shows_stardist_labels_then_their_refined_outlines(qtbot, viewer_widget,
+                                                                         errors):
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    widget.set_scale((1.0, 1.0, 1.0))
+    layer = _run(qtbot, widget)
+    result, (_, nms) = widget._run.result, widget.thresholds()
+    shown: list[tuple[np.ndarray, str, bool]] = []
+    widget.labels_updated.connect(
+        lambda lay: shown.append((lay.data.copy(), widget.status_label.text(),
+                                  widget.progress_bar.maximum() == 0)))
+
+    widget.prob_slider.setValue(0.7)
+    qtbot.waitUntil(lambda: len(shown) == 2 and not widget._live._busy, timeout=TIMEOUT)
+
+    plain = result.solver.labels(0.7, nms)
+    (first, first_status, first_busy), (last, last_status, _) = shown
+    np.testing.assert_array_equal(first, plain)  # StarDist's labels at once, marked busy
+    assert first_busy and first_status.endswith("; refining outlines...")
+    assert first_status.startswith(f"{plain.max()} objects (probability 0.70")
+    np.testing.assert_array_equal(last, result.refiner(plain))  # then the refined outlines
+    assert last_status == f"{plain.max()} objects (probability 0.70, NMS {nms:.2f})."
+    np.testing.assert_array_equal(layer.data, last)
+    assert widget.progress_bar.maximum() == 1  # no longer busy
+    assert errors == []
+
+
+def test_a_newer_slider_move_skips_the_refinement_of_an_older_one(qtbot, viewer_widget,
+                                                                  monkeypatch, errors):
+    import threading
+
+    from napari_anystar._widgets import _segment_live
+
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs(), name="blobs")
+    widget.set_scale((1.0, 1.0, 1.0))
+    layer = _run(qtbot, widget)
+    result, (_, nms) = widget._run.result, widget.thresholds()
+    release, started, refined = threading.Event(), threading.Event(), []
+    real_solve, real_refiner = _segment_live.solve, result.refiner
+
+    def held_solve(solver, prob, nms, refiner=None):
+        if not started.is_set():  # the first request waits until the second is queued
+            started.set()
+            assert release.wait(TIMEOUT / 1000)
+        return real_solve(solver, prob, nms, refiner)
+
+    def counting_refiner(labels):
+        refined.append(labels.copy())
+        return real_refiner(labels)
+
+    monkeypatch.setattr(_segment_live, "solve", held_solve)
+    monkeypatch.setattr(widget, "_refiner_for", lambda _result: counting_refiner)
+    widget._on_refine_toggled(True)  # the live target picks up the counting refiner
+    qtbot.waitUntil(lambda: started.is_set(), timeout=TIMEOUT)
+    widget.prob_slider.setValue(0.7)
+    qtbot.waitUntil(lambda: widget._live._queued is not None, timeout=TIMEOUT)
+    release.set()
+    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7 and not widget._live._busy
+                    and widget.progress_bar.maximum() == 1, timeout=TIMEOUT)
+
+    plain = result.solver.labels(0.7, nms)
+    assert len(refined) == 1  # only the newest request was refined
+    np.testing.assert_array_equal(refined[0], plain)
+    np.testing.assert_array_equal(layer.data, real_refiner(plain))
+    assert errors == []

@@ -61,6 +61,7 @@ def test_whole_volume_labels_are_the_block_wise_store(qtbot, viewer_widget, entr
     region = plan_volume(layer, viewer.dims.point, view=visible_yx(viewer, layer)).region
     assert region is not None and region.shape[1] < SHAPE[1] and region.shape[2] < SHAPE[2]
 
+    widget.refine_check.setChecked(True)  # the whole volume is refined as the box is
     section = widget.whole_section
     progress, added = [], []
     section.progressed.connect(lambda done, total: progress.append((done, total)))
@@ -82,11 +83,12 @@ def test_whole_volume_labels_are_the_block_wise_store(qtbot, viewer_widget, entr
 
     ref = tmp_path / "reference.zarr"
     _, result = drain(blockwise.segment_blocks(entry, image, ref, widget.predict_settings(),
-                                               widget.thresholds(), BLOCKS))
+                                               widget.thresholds(), BLOCKS, refine=True))
     expected = zarr.open_array(str(ref), mode="r")[:]
     shown = np.asarray(labels.data)
     assert result.n_blocks == 8 and result.n_objects > 0
     np.testing.assert_array_equal(shown, expected)
+    assert zarr.open_array(str(store), mode="r").attrs["anystar"]["refined"] is True
     assert widget.status_label.text() == (
         f"{result.n_objects} objects in the whole volume (8 blocks), saved in {store}.")
     outside = shown.copy()
@@ -99,6 +101,25 @@ def test_whole_volume_labels_are_the_block_wise_store(qtbot, viewer_widget, entr
     assert widget.run_button.isEnabled() and widget.whole_button.isEnabled()
     assert errors == []
 
+
+def test_unticked_refinement_gives_stardist_outlines(qtbot, viewer_widget, entry, errors,
+                                                     small_blocks, tmp_path):
+    viewer, widget = viewer_widget
+    image = _blobs()
+    _lazy(viewer, image)
+    widget.image_combo.setCurrentIndex(widget.image_combo.findData("lazy"))
+    widget.refine_check.setChecked(False)
+    with qtbot.waitSignal(widget.whole_section.finished, timeout=4 * TIMEOUT) as blocker:
+        widget.whole_button.click()
+    qtbot.waitUntil(lambda: widget._life.worker is None, timeout=TIMEOUT)
+    store = Path(blocker.args[0].metadata["store"])
+    assert zarr.open_array(str(store), mode="r").attrs["anystar"]["refined"] is False
+    ref = tmp_path / "plain.zarr"
+    drain(blockwise.segment_blocks(entry, image, ref, widget.predict_settings(),
+                                   widget.thresholds(), BLOCKS, refine=False))
+    np.testing.assert_array_equal(np.asarray(blocker.args[0].data),
+                                  zarr.open_array(str(ref), mode="r")[:])
+    assert errors == []
 
 def test_cancel_stops_between_blocks_and_keeps_the_layer(qtbot, viewer_widget, errors,
                                                          small_blocks, monkeypatch):

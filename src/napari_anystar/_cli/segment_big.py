@@ -32,9 +32,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--block-size", type=int, nargs="+", metavar="N",
                        help="block core edge in input voxels: N or Z Y X (default: 128 voxels "
                        "after scaling)")
-    group.add_argument("--workers", type=int, default=0, metavar="N",
+    group.add_argument("--workers", type=int, default=None, metavar="N",
                        help="local Dask worker processes, each loading the model once; 0 runs "
-                       "in this process (default: %(default)s)")
+                       "in this process (default: one per 2 CPU cores when there is more "
+                       "than one block or volume, else this process)")
     group.add_argument("--scheduler", metavar="ADDRESS",
                        help="run on an existing Dask cluster, e.g. tcp://host:8786 (its "
                        "workers must be able to import napari-anystar)")
@@ -43,7 +44,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def wanted(args: argparse.Namespace) -> bool:
     """Does this command line ask for block-wise segmentation?"""
     stores = [*args.inputs, args.out]
-    return (args.block_size is not None or args.workers != 0 or args.scheduler is not None
+    return (args.block_size is not None or args.workers not in (None, 0)
+            or args.scheduler is not None
             or any(str(p).rstrip("/\\").lower().endswith(STORE_SUFFIX) for p in stores))
 
 
@@ -103,6 +105,25 @@ def _block_size(args: argparse.Namespace) -> tuple[int, int, int] | None:
     return tuple(args.block_size * (3 if len(args.block_size) == 1 else 1))
 
 
+def _workers(args: argparse.Namespace, inputs: list[Path],
+             block_size: tuple[int, int, int] | None, scale: Any) -> int:
+    """``--workers``, or when not given the automatic choice for these inputs' blocks (at
+    the given scale; scale 1 stands in for an automatic one)."""
+    if args.workers is not None or args.scheduler is not None:
+        return args.workers or 0
+    from napari_anystar.model.block_exec import auto_workers
+    from napari_anystar.model.block_io import open_source
+    from napari_anystar.model.blocks import plan_grid
+
+    if len(inputs) > 1:
+        return auto_workers(len(inputs))
+    try:
+        grid = plan_grid(open_source(inputs[0]).shape, scale or (1.0, 1.0, 1.0), block_size)
+    except ValueError:  # reported when the volume is prepared
+        return 0
+    return auto_workers(len(grid))
+
+
 def _finish(dst: Path, partial: Path) -> None:
     """Move a complete store to ``dst`` (replacing an old one, which --overwrite allowed)."""
     old = dst.parent / f".{dst.name}.old"
@@ -125,10 +146,11 @@ def run(args: argparse.Namespace) -> int:
     outputs = output_paths(inputs, args.out)
     _check_paths(inputs, outputs, args.overwrite)
     block_size = _block_size(args)
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
     entry, settings, prob, nms = prepare_model(args)
-    if args.workers == 0 and args.scheduler is None:
+    workers = _workers(args, inputs, block_size, settings.scale)
+    if workers == 0 and args.scheduler is None:
         load_model(entry, settings)  # fail early: this process runs the network
     else:
         print(f"model: {entry.name} ({entry.path}); normalisation "
@@ -140,9 +162,10 @@ def run(args: argparse.Namespace) -> int:
     jobs = [VolumeJob(src, partial, voxel_size(src))
             for src, partial in zip(inputs, partials, strict=True)]
     try:
-        with block_executor(args.workers, args.scheduler) as executor:
+        with block_executor(workers, args.scheduler) as executor:
             results = drive(segment_many(entry, jobs, settings, (prob, nms), block_size,
-                                         auto_scaled=args.scale == ["auto"], executor=executor),
+                                         auto_scaled=args.scale == ["auto"], executor=executor,
+                                         refine=args.refine),
                             "blocks", unit="block")
     except ValueError as err:  # the executor could not start
         raise UserError(str(err)) from None
@@ -152,10 +175,6 @@ def run(args: argparse.Namespace) -> int:
             print("anystar segment: run the same command again to resume "
                   f"{', '.join(str(p) for p in started)}", file=sys.stderr)
         raise
-    if args.refine:
-        print("anystar segment: note: block mode writes StarDist's outlines (outline "
-              "refinement is not applied block-wise yet; --no-refine silences this)",
-              file=sys.stderr)
     return _report(inputs, outputs, partials, results)
 
 

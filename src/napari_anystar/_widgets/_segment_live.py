@@ -1,8 +1,13 @@
-"""Live threshold updates for the Segment widget: debounced, in a worker, latest request wins."""
+"""Live threshold updates for the Segment widget: debounced, in a worker, latest request wins.
+
+With outline refinement on, each answer comes in two stages: StarDist's labels as soon as
+the NMS is solved, then the refined outlines (the slow part); a newer request skips the
+refinement of an older one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from napari.qt.threading import create_worker
@@ -21,11 +26,12 @@ class LiveThresholds(QObject):
     solved in a worker. While one solve runs, only the newest waiting request is kept, and
     only the result of the newest request for the current target is emitted. ``pending``
     says True when a request is scheduled and False once nothing is left to show (the
-    widget shows it is busy meanwhile).
+    widget shows it is busy meanwhile, also while refined outlines are on their way).
     """
 
-    #: target, labels, n_objects, object probabilities, prob, nms
-    solved = Signal(object, object, int, object, float, float)
+    #: target, labels, n_objects, object probabilities, prob, nms, refining (True: these
+    #: are StarDist's labels, their refined outlines follow)
+    solved = Signal(object, object, int, object, float, float, bool)
     failed = Signal(object)  # the exception
     pending = Signal(bool)  # True: an answer is on its way; False: nothing pending
 
@@ -44,6 +50,7 @@ class LiveThresholds(QObject):
         self._serial = 0
         self._busy = False
         self._queued: tuple | None = None
+        self._worker: Any = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -66,29 +73,33 @@ class LiveThresholds(QObject):
                    *self._thresholds())
         if self._busy:
             self._queued = request
+            self._worker.quit()  # the running answer is stale: skip its refinement
         else:
             self._start(request)
 
     def _start(self, request: tuple) -> None:
         _, _, solver, refiner, prob, nms = request
         self._busy = True
-        worker = create_worker(solve, solver, prob, nms, refiner, _ignore_errors=True)
-        worker.returned.connect(lambda solved: self._on_returned(request, solved))
+        worker = create_worker(solve_in_stages, solver, prob, nms, refiner,
+                               _ignore_errors=True)
+        worker.yielded.connect(lambda solved: self._on_returned(request, solved, True))
+        worker.returned.connect(lambda solved: self._on_returned(request, solved, False))
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
+        self._worker = worker
         worker.start()
 
-    def _on_returned(self, request: tuple, solved: tuple) -> None:
+    def _on_returned(self, request: tuple, solved: tuple, refining: bool) -> None:
         serial, target, _, _, prob, nms = request
         if self._alive() and serial == self._serial and target is self._target:
-            self.solved.emit(target, *solved, prob, nms)
+            self.solved.emit(target, *solved, prob, nms, refining)
 
     def _on_errored(self, exc: Exception) -> None:
         if self._alive():
             self.failed.emit(exc)
 
     def _on_finished(self) -> None:
-        self._busy = False
+        self._busy, self._worker = False, None
         queued, self._queued = self._queued, None
         if not self._alive():
             return
@@ -96,3 +107,14 @@ class LiveThresholds(QObject):
             self._start(queued)
         elif not self._timer.isActive():
             self.pending.emit(False)
+
+
+def solve_in_stages(solver: Any, prob: float, nms: float, refiner: Any = None
+                    ) -> Generator[tuple, None, tuple]:
+    """``solve`` without refinement, yielded first when ``refiner`` is given; returns the
+    refined answer (StarDist's when there is no refiner)."""
+    labels, n_objects, object_prob = solve(solver, prob, nms)
+    if refiner is None:
+        return labels, n_objects, object_prob
+    yield labels, n_objects, object_prob
+    return refiner(labels), n_objects, object_prob

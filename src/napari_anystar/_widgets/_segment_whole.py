@@ -1,11 +1,11 @@
 """The Segment widget's "Run on whole volume" button, for lazy or over-budget layers.
 
 Such a layer is segmented live in the region in view (``_segment_input.plan_volume``); this
-button applies the sliders' thresholds and the scale to the whole volume, block by block
-(:func:`~napari_anystar.model.blockwise.segment_blocks`) in a worker, into a new zarr store
-under the user's cache folder. The labels are shown as a lazily read Labels layer (a dask
-array over the store) from the first block on, refreshed as blocks complete; Cancel stops
-between blocks and keeps what was written.
+button applies the sliders' thresholds, the scale and the outline refinement choice to the
+whole volume, block by block (:func:`~napari_anystar.model.blockwise.segment_blocks`) in a
+worker, into a new zarr store under the user's cache folder. The labels are shown as a lazily
+read Labels layer (a dask array over the store) from the first block on, refreshed as blocks
+complete; Cancel stops between blocks and keeps what was written.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class WholeVolumeSection(QObject):
 
     def run(self) -> None:
         """Segment the selected layer's whole volume with the sliders' thresholds and the
-        widget's settings, block by block, in a worker (the host's Cancel stops it)."""
+        widget's settings (outline refinement included), block by block, in a worker (the
+        host's Cancel stops it)."""
         host = self.host
         layer, entry = host.selected_layer(), host.selected_model()
         if host._life.worker is not None:
@@ -116,7 +117,8 @@ class WholeVolumeSection(QObject):
         out_path = whole_volume_store(layer.name)
         job = segment_blocks(entry, data, out_path, settings, host.thresholds(), BLOCK_SIZE,
                              auto_scaled=host.scale_mode() == "auto",
-                             voxel_size=tuple(float(s) for s in layer.scale))
+                             voxel_size=tuple(float(s) for s in layer.scale),
+                             refine=host.refine_check.isChecked())
         worker = create_worker(drive, job, _ignore_errors=True)
         self.layer = None
         state = {"outcome": "failed", "message": "The whole-volume run stopped unexpectedly."}

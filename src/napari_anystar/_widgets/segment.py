@@ -391,12 +391,13 @@ class SegmentWidget(SegmentForm):
             self.status_label.setText(f"Updating labels (probability {prob:.2f}, NMS {nms:.2f})...")
 
     def _on_solved(self, run: RunRecord, labels: Any, n_objects: int, object_prob: Any,
-                   prob: float, nms: float) -> None:
+                   prob: float, nms: float, refining: bool) -> None:
         if run is self._run:
-            self._show_labels(labels, n_objects, object_prob, prob, nms)
             self.status_label.setText(
-                f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})."
+                f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})"
+                + ("; refining outlines..." if refining else ".")
             )
+            self._show_labels(labels, n_objects, object_prob, prob, nms)
 
     def _start_warmup(self) -> None:
         """Warm the shown run's solver below the current probability (its chunks wait for

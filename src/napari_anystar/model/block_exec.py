@@ -5,7 +5,8 @@
 ``dask.distributed`` LocalCluster of ``workers`` processes (one thread each; a worker loads
 the model once, through :func:`napari_anystar.model.registry.load_model`'s cache), or on an
 existing cluster at a scheduler address (ValueError, one line, if it cannot be reached
-within :data:`CONNECT_TIMEOUT_S`).
+within :data:`CONNECT_TIMEOUT_S`). :func:`auto_workers` is the number of local workers when
+the user gives none.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ CONNECT_TIMEOUT_S = 5
 TASKS_PER_THREAD = 2
 #: Arrays larger than this (bytes) are scattered to the workers instead of embedded in tasks.
 SCATTER_BYTES = 1 << 20
+#: CPU cores per local worker when the number of workers is chosen automatically.
+CORES_PER_WORKER = 2
 
 
 class Executor(Protocol):
@@ -94,6 +97,12 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise ValueError(f"cannot connect to the Dask scheduler at {address!r} within "
                          f"{timeout:g} s ({reason})") from None
+
+
+def auto_workers(n_blocks: int) -> int:
+    """Local workers for a job of ``n_blocks`` blocks (all its volumes together): one per
+    :data:`CORES_PER_WORKER` CPU cores (at least one), or 0 (this process) for one block."""
+    return 0 if n_blocks <= 1 else max(1, (os.cpu_count() or 1) // CORES_PER_WORKER)
 
 
 def local_cluster(workers: int) -> Any:

@@ -72,9 +72,21 @@ def check_source(source: Any) -> None:
 
 def sample_bounds(source: Any, norm: Normalization, max_samples: int = MAX_SAMPLES
                   ) -> FixedBounds:
-    """``norm`` with the intensities of its percentiles over ``source`` (every ``stride``-th
-    voxel along each axis, as few as keep at most ``max_samples``); ValueError for a
-    constant volume or one with NaN or infinite values."""
+    """``norm`` with the intensities of its percentiles over ``source`` (see
+    :func:`sample_volume`)."""
+    return bounds_of(sample_volume(source, max_samples), norm)
+
+
+def bounds_of(sample: np.ndarray, norm: Normalization) -> FixedBounds:
+    """``norm`` with the intensities of its percentiles over ``sample``."""
+    lo, hi = np.percentile(sample, (norm.low, norm.high))
+    return FixedBounds(norm.low, norm.high, norm.clip, float(lo), float(hi))
+
+
+def sample_volume(source: Any, max_samples: int = MAX_SAMPLES) -> np.ndarray:
+    """The voxels of ``source`` (every ``stride``-th along each axis, as few as keep at most
+    ``max_samples``), flat; ValueError for a constant volume or one with NaN or infinite
+    values."""
     shape = tuple(int(s) for s in source.shape)
     stride = 1
     while math.prod(math.ceil(s / stride) for s in shape) > max_samples:
@@ -88,8 +100,7 @@ def sample_bounds(source: Any, norm: Normalization, max_samples: int = MAX_SAMPL
         raise ValueError("The volume contains NaN or infinite values.")
     if sample.min() == sample.max():
         raise ValueError("The volume is constant (all voxels have the same value).")
-    lo, hi = np.percentile(sample, (norm.low, norm.high))
-    return FixedBounds(norm.low, norm.high, norm.clip, float(lo), float(hi))
+    return sample
 
 
 def centre_crop_box(shape: tuple[int, ...], edge: int = AUTO_CROP_EDGE) -> tuple[slice, ...]:

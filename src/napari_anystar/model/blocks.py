@@ -113,18 +113,24 @@ class BlockGrid:
                      for b, m, a, s in zip(self.core_box(index), self.margin, self.align,
                                            self.shape, strict=True))
 
-    def neighbours(self, index: int) -> list[int]:
-        """The block and its (up to 26) neighbours, by increasing index."""
+    def neighbours(self, index: int, ring: tuple[int, int, int] = (1, 1, 1)) -> list[int]:
+        """The block and its neighbours up to ``ring`` blocks away per axis (by default the
+        up to 26 adjacent ones), by increasing index."""
         pos = self.position(index)
-        ranges = [range(max(0, p - 1), min(n, p + 2)) for p, n in zip(pos, self.counts,
-                                                                     strict=True)]
+        ranges = [range(max(0, p - r), min(n, p + r + 1))
+                  for p, n, r in zip(pos, self.counts, ring, strict=True)]
         return [self.index(q) for q in itertools.product(*ranges)]
 
-    def last_neighbour(self, index: int) -> int:
-        """The largest neighbour index (non-decreasing in ``index``)."""
+    def last_neighbour(self, index: int, ring: tuple[int, int, int] = (1, 1, 1)) -> int:
+        """The largest index of :meth:`neighbours` (non-decreasing in ``index``)."""
         pos = self.position(index)
-        return self.index(tuple(min(p + 1, n - 1) for p, n in zip(pos, self.counts,
-                                                                  strict=True)))
+        return self.index(tuple(min(p + r, n - 1) for p, n, r in zip(pos, self.counts, ring,
+                                                                     strict=True)))
+
+    def region_box(self, index: int, context: tuple[int, int, int]) -> Box:
+        """The core of block ``index`` grown by ``context`` voxels per side (clipped)."""
+        return tuple(slice(max(0, b.start - c), min(s, b.stop + c)) for b, c, s
+                     in zip(self.core_box(index), context, self.shape, strict=True))
 
     def owner(self, points: np.ndarray) -> np.ndarray:
         """Block index owning each centre (n, 3): the core holding the rounded voxel."""
@@ -195,18 +201,19 @@ def render_object(points: np.ndarray, dist: np.ndarray, rays: RayGeometry
 
 
 def render_core(grid: BlockGrid, index: int, owned: dict[int, BlockObjects],
-                first_ids: dict[int, int], rays: RayGeometry) -> np.ndarray:
-    """Labels (int32) of block ``index``'s core from the objects its neighbours own.
+                first_ids: dict[int, int], rays: RayGeometry, box: Box | None = None
+                ) -> np.ndarray:
+    """Labels (int32) of block ``index``'s core (or of ``box``) from the objects of the
+    blocks in ``owned`` (its neighbours, or more for a larger ``box``).
 
-    ``owned`` and ``first_ids`` hold, per neighbour, its objects and the global id before its
+    ``owned`` and ``first_ids`` hold, per block, its objects and the global id before its
     first object (object ``k`` of block ``b`` gets id ``first_ids[b] + k + 1``).
     """
-    box = grid.core_box(index)
+    box = grid.core_box(index) if box is None else box
     start = np.array([b.start for b in box])
     stop = np.array([b.stop for b in box])
     parts = []
-    for block in grid.neighbours(index):
-        objs = owned[block]
+    for block, objs in owned.items():
         if not len(objs):
             continue
         reach = rays.reach(objs.dist)

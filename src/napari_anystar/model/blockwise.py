@@ -3,8 +3,9 @@
 :func:`segment_blocks` labels one volume (any array-like, or a ``.zarr``/TIFF/NIfTI path)
 into an on-disk zarr store, block by block (geometry and stitching rule: :mod:`.blocks`).
 Each block's read region is predicted (:func:`.block_tasks.predict_block`, on the
-executor), its owned objects are saved, and each core is rendered and written as soon as its
-neighbours are predicted and the ids before it are known: ids are global, 1..n in block
+executor), its owned objects are saved, and each core is rendered, outlines refined or not
+(:func:`.block_render.render_block`, on the executor too), and written as soon as the blocks
+around it are predicted and the ids before it are known: ids are global, 1..n in block
 order, so labels never depend on which worker finished first. Memory is bounded by a block
 (and the executor's tasks in flight), not by the volume.
 
@@ -17,20 +18,23 @@ one executor, so their blocks spread over its workers.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from collections.abc import Generator, Iterator
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .block_exec import InlineExecutor
 from .block_io import STATE_DIR, RunStore, open_source, read_box
+from .block_render import RefineSpec, render_block, render_ring
 from .block_tasks import (
     auto_scale_task,
+    bounds_of,
     centre_crop_box,
     check_source,
     predict_block,
-    sample_bounds,
+    sample_volume,
 )
 from .blocks import (
     BlockGrid,
@@ -40,12 +44,15 @@ from .blocks import (
     plan_grid,
     reaches_past_neighbours,
 )
+from .refine import DEFAULT_REFINE
 
 Progress = tuple[int, int]
 #: Objects of this many blocks are kept in memory for rendering (the rest are on disk).
 OBJECT_CACHE_BLOCKS = 64
 #: Format version of a run's ``run.json`` (a resumed run must match it).
-RUN_VERSION = 1
+RUN_VERSION = 2
+#: The two kinds of task a run submits.
+PREDICT, RENDER = "predict", "render"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class BlockRunResult:
     n_blocks: int
     blocks_resumed: int  # predicted by an earlier, interrupted run
     clipped: int  # objects reaching past their block's neighbours, cut there
+    refined: bool  # outlines refined to the image
     settings: Any  # PredictSettings as run (scale used, FixedBounds normalisation)
     auto: Any  # the AutoScale chosen, or None (scale given, or taken from the resumed run)
     grid: BlockGrid
@@ -77,15 +85,18 @@ class BlockRun:
 
     def __init__(self, entry: Any, source: Any, store: RunStore, grid: BlockGrid,
                  settings: Any, thresholds: tuple[float, float], rays: RayGeometry,
-                 auto: Any, attributes: dict[str, Any]) -> None:
+                 auto: Any, attributes: dict[str, Any], refine: RefineSpec | None) -> None:
         self.entry, self.source, self.store, self.grid = entry, source, store, grid
         self.settings, self.thresholds, self.rays, self.auto = settings, thresholds, rays, auto
-        self.attributes = attributes
+        self.attributes, self.refine = attributes, refine
+        self.ring = render_ring(grid, refine)
         self.resumed = len(store.predicted)
         self._todo: Iterator[int] = (i for i in range(len(grid)) if i not in store.predicted)
         self._cache: OrderedDict[int, BlockObjects] = OrderedDict()
+        self._cache_size = max(OBJECT_CACHE_BLOCKS, 2 * math.prod(2 * r + 1 for r in self.ring))
         self._first_ids: list[int] = []  # global id before each block's first object
         self._next_render = 0
+        self._ready: deque[int] = deque()  # blocks whose core can be rendered
         self.error: BaseException | None = None
         self._advance()
 
@@ -101,27 +112,41 @@ class BlockRun:
     def finished(self) -> bool:
         return self.error is not None or len(self.store.written) == len(self.grid)
 
-    def next_task(self) -> tuple[int, tuple] | None:
-        """The next block to predict and the arguments of its task, or None."""
+    def next_task(self) -> tuple[str, int, Callable[..., Any], tuple] | None:
+        """The next task, a core to render before a block to predict: (kind, block, function,
+        arguments), or None."""
         if self.error is not None:
             return None
+        if self._ready:
+            index = self._ready.popleft()
+            blocks = self.grid.neighbours(index, self.ring)
+            image = (None if self.refine is None else
+                     read_box(self.source, self.grid.region_box(index, self.refine.context)))
+            return RENDER, index, render_block, (
+                self.grid, index, {b: self._objects(b) for b in blocks},
+                {b: self._first_ids[b] for b in blocks}, self.rays, self.refine, image)
         index = next(self._todo, None)
         if index is None:
             return None
         data = read_box(self.source, self.grid.read_box(index))
-        return index, (self.entry, data, self.settings, self.thresholds, self.grid, index)
+        return PREDICT, index, predict_block, (self.entry, data, self.settings, self.thresholds,
+                                               self.grid, index)
 
-    def accept(self, index: int, objs: BlockObjects) -> None:
-        """Keep a predicted block's objects and write every core that can now be rendered."""
-        clipped = reaches_past_neighbours(self.grid, index, objs, self.rays)
-        self.store.save_objects(index, objs, clipped)
-        self._remember(index, objs)
+    def finish(self, kind: str, index: int, result: Any) -> None:
+        """Take a task's result: keep a predicted block's objects (queueing the cores that can
+        now be rendered), or write a rendered core."""
+        if kind == RENDER:
+            self.store.write_labels(index, self.grid.core_box(index), result)
+        else:
+            clipped = reaches_past_neighbours(self.grid, index, result, self.rays)
+            self.store.save_objects(index, result, clipped)
+            self._remember(index, result)
         self._advance()
 
     def _remember(self, index: int, objs: BlockObjects) -> None:
         self._cache[index] = objs
         self._cache.move_to_end(index)
-        while len(self._cache) > OBJECT_CACHE_BLOCKS:
+        while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
     def _objects(self, index: int) -> BlockObjects:
@@ -130,8 +155,6 @@ class BlockRun:
         return self._cache[index]
 
     def _advance(self) -> None:
-        from .blocks import render_core
-
         predicted = self.store.predicted
         while len(self._first_ids) < len(self.grid) and len(self._first_ids) in predicted:
             last = len(self._first_ids) - 1
@@ -139,13 +162,9 @@ class BlockRun:
                                    + predicted[last][0])
         prefix = len(self._first_ids)  # blocks 0..prefix-1 are all predicted
         while (self._next_render < len(self.grid)
-               and self.grid.last_neighbour(self._next_render) < prefix):
-            index = self._next_render
-            if index not in self.store.written:
-                blocks = self.grid.neighbours(index)
-                labels = render_core(self.grid, index, {b: self._objects(b) for b in blocks},
-                                     {b: self._first_ids[b] for b in blocks}, self.rays)
-                self.store.write_labels(index, self.grid.core_box(index), labels)
+               and self.grid.last_neighbour(self._next_render, self.ring) < prefix):
+            if self._next_render not in self.store.written:
+                self._ready.append(self._next_render)
             self._next_render += 1
         if len(self.store.written) == len(self.grid) and self.store.state_dir.exists():
             self.store.complete({**self.attributes, "n_objects": self.n_objects,
@@ -161,7 +180,8 @@ class BlockRun:
 
     def result(self) -> BlockRunResult:
         return BlockRunResult(self.store.path, self.grid.shape, self.n_objects, len(self.grid),
-                              self.resumed, self.clipped, self.settings, self.auto, self.grid)
+                              self.resumed, self.clipped, self.refine is not None,
+                              self.settings, self.auto, self.grid)
 
 
 def _recorded_run(path: Path) -> dict[str, Any] | None:
@@ -175,11 +195,14 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
                 thresholds: tuple[float, float] | None = None,
                 block_size: tuple[int, int, int] | None = None, *,
                 margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
-                executor: Any = None, voxel_size: tuple[float, ...] | None = None) -> BlockRun:
+                executor: Any = None, voxel_size: tuple[float, ...] | None = None,
+                refine: bool = DEFAULT_REFINE) -> BlockRun:
     """Open ``source`` and the output store (resuming an interrupted run there), measure the
-    normalisation on the whole volume and, with ``auto_scaled``, choose the scale on a centre
-    crop (on ``executor``). ValueError (one line) for an unusable input or store."""
-    from .model_settings import model_normalization, ray_scale
+    intensities (normalisation, and refinement with ``refine``) on the whole volume and, with
+    ``auto_scaled``, choose the scale on a centre crop (on ``executor``). ValueError (one
+    line) for an unusable input or store."""
+    from .model_settings import model_normalization, object_diameter, ray_scale
+    from .object_size import TRAINING_DIAMETER
     from .predict import PredictSettings
     from .registry import model_fingerprint, model_thresholds
 
@@ -189,7 +212,8 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
     check_source(source)
     settings = settings or PredictSettings()
     prob, nms = thresholds or model_thresholds(entry)
-    norm = sample_bounds(source, settings.norm or model_normalization(entry.path))
+    sample = sample_volume(source)
+    norm = bounds_of(sample, settings.norm or model_normalization(entry.path))
     settings = replace(settings, norm=norm, n_tiles=None)
     auto = None
     if auto_scaled:
@@ -206,20 +230,30 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
     settings.validate()
     config = json.loads((Path(entry.path) / "config.json").read_text(encoding="utf-8"))
     grid = plan_grid(source.shape, scale, block_size, margin, network_divisor(config))
+    spec = None
+    if refine:
+        size = object_diameter(entry.path) or TRAINING_DIAMETER
+        spec = RefineSpec.plan(tuple(size / s for s in scale), sample, grid.margin)
+    del sample
     attributes = {
         "model": entry.name, "model_sha256": model_fingerprint(entry),
         "ray_scale": ray_scale(entry.path), "prob_thresh": float(prob),
         "nms_thresh": float(nms), "normalization": norm.to_json(), "bounds": [norm.lo, norm.hi],
         "scale_policy": "auto" if auto_scaled else "fixed", "scale": list(scale),
         "block_size": list(grid.core), "margin": list(grid.margin), "align": list(grid.align),
+        "refined": spec is not None,
     }
+    if spec is not None:
+        attributes["refine"] = {"diameter": list(spec.diameter), "bounds": list(spec.bounds),
+                                "context": list(spec.context)}
     if voxel_size is not None:
         attributes["voxel_size"] = [float(v) for v in voxel_size]
     signature = {"version": RUN_VERSION, "shape": list(grid.shape),
                  "dtype": str(source.dtype), **attributes}
     store = RunStore.open(out_path, grid.shape, grid.core, signature)
     rays = RayGeometry.from_rays_json(config["rays_json"], scale)
-    return BlockRun(entry, source, store, grid, settings, (prob, nms), rays, auto, attributes)
+    return BlockRun(entry, source, store, grid, settings, (prob, nms), rays, auto, attributes,
+                    spec)
 
 
 def drive(runs: list[BlockRun], executor: Any) -> Generator[Progress, None, None]:
@@ -227,26 +261,27 @@ def drive(runs: list[BlockRun], executor: Any) -> Generator[Progress, None, None
     labels as they become ready; yields the blocks done over all runs after each block. A run
     whose task fails keeps the error (``run.error``) and the others go on. Closing this
     cancels the tasks in flight."""
-    inflight: dict[Any, tuple[BlockRun, int]] = {}
+    inflight: dict[Any, tuple[BlockRun, str, int]] = {}
     try:
         while True:
             for run in runs:
                 while len(inflight) < executor.capacity and (task := run.next_task()):
-                    index, args = task
-                    inflight[executor.submit(predict_block, *args)] = (run, index)
+                    kind, index, fn, args = task
+                    inflight[executor.submit(fn, *args)] = (run, kind, index)
             if not inflight:
                 return
             for future in executor.wait(list(inflight)):
-                run, index = inflight.pop(future)
+                run, kind, index = inflight.pop(future)
                 try:
-                    run.accept(index, future.result())
+                    run.finish(kind, index, future.result())
                 except Exception as err:
                     run.error = err
-                    dropped = [f for f, (r, _) in inflight.items() if r is run]
+                    dropped = [f for f, (r, _, _) in inflight.items() if r is run]
                     for f in dropped:
                         del inflight[f]
                     executor.cancel(dropped)
-                yield sum(r.done for r in runs), sum(r.total for r in runs)
+                if kind == PREDICT or run.error is not None:
+                    yield sum(r.done for r in runs), sum(r.total for r in runs)
     finally:
         executor.cancel(list(inflight))
 
@@ -256,6 +291,7 @@ def segment_blocks(entry: Any, source: Any, out_path: str | Path, settings: Any 
                    block_size: tuple[int, int, int] | None = None, *,
                    margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
                    executor: Any = None, voxel_size: tuple[float, ...] | None = None,
+                   refine: bool = DEFAULT_REFINE,
                    ) -> Generator[Progress, None, BlockRunResult]:
     """Label ``source`` block by block into the zarr store ``out_path``; yields
     ``(blocks_done, blocks_total)``; returns the :class:`BlockRunResult`.
@@ -264,12 +300,15 @@ def segment_blocks(entry: Any, source: Any, out_path: str | Path, settings: Any 
     measured on the whole volume; ``n_tiles`` is chosen per block); ``thresholds``: (prob,
     nms), the model's by default; ``block_size``: core edge per axis, input voxels;
     ``executor``: :func:`.block_exec.block_executor` (default: this process);
-    ``voxel_size``: recorded in the store's ``anystar`` attribute (napari's scale). An existing
-    ``out_path`` must hold an interrupted run with the same settings: it is resumed.
+    ``voxel_size``: recorded in the store's ``anystar`` attribute (napari's scale);
+    ``refine``: outlines refined to the image as a whole-volume run refines them
+    (:mod:`.block_render`). An existing ``out_path`` must hold an interrupted run with the
+    same settings: it is resumed.
     """
     executor = executor or InlineExecutor()
     run = prepare_run(entry, source, out_path, settings, thresholds, block_size, margin=margin,
-                      auto_scaled=auto_scaled, executor=executor, voxel_size=voxel_size)
+                      auto_scaled=auto_scaled, executor=executor, voxel_size=voxel_size,
+                      refine=refine)
     yield run.done, run.total
     yield from drive([run], executor)
     if run.error is not None:
@@ -281,7 +320,7 @@ def segment_many(entry: Any, jobs: list[VolumeJob], settings: Any = None,
                  thresholds: tuple[float, float] | None = None,
                  block_size: tuple[int, int, int] | None = None, *,
                  margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
-                 executor: Any = None,
+                 executor: Any = None, refine: bool = DEFAULT_REFINE,
                  ) -> Generator[Progress, None, list[BlockRunResult | Exception]]:
     """:func:`segment_blocks` for several volumes through one executor; each volume's result
     or the error (Exception) that stopped it, in order. Volumes are prepared (opened,
@@ -293,7 +332,8 @@ def segment_many(entry: Any, jobs: list[VolumeJob], settings: Any = None,
         try:
             runs.append(prepare_run(entry, job.source, job.out_path, settings, thresholds,
                                     block_size, margin=margin, auto_scaled=auto_scaled,
-                                    executor=executor, voxel_size=job.voxel_size))
+                                    executor=executor, voxel_size=job.voxel_size,
+                                    refine=refine))
         except Exception as err:
             runs.append(err)
         live = [r for r in runs if isinstance(r, BlockRun)]

@@ -42,14 +42,18 @@ class OutlineRefiner:
     """Refines label volumes of one image (the smoothed image is computed once, on first use).
 
     ``diameter`` is the object diameter per axis in voxels of ``image`` (e.g. the training
-    diameter divided by the scale the network ran at).
+    diameter divided by the scale the network ran at). ``bounds``: the (low, high)
+    intensities to normalise by when measured elsewhere (a whole volume refined block by
+    block); by default the image's own.
     """
 
-    def __init__(self, image: np.ndarray, diameter: tuple[float, float, float]) -> None:
+    def __init__(self, image: np.ndarray, diameter: tuple[float, float, float],
+                 bounds: tuple[float, float] | None = None) -> None:
         if len(diameter) != 3 or not all(d > 0 for d in diameter):
             raise ValueError(f"diameter must be three positive numbers, got {diameter}.")
         self.image = image
         self.diameter = tuple(float(d) for d in diameter)
+        self.bounds = bounds
         self._smoothed: np.ndarray | None = None
 
     @classmethod
@@ -61,12 +65,14 @@ class OutlineRefiner:
 
     @property
     def smoothed(self) -> np.ndarray:
-        """The image scaled to [0, 1] by its minimum and 99.9th percentile, then smoothed."""
+        """The image scaled to [0, 1] by its minimum and 99.9th percentile (or ``bounds``),
+        then smoothed."""
         if self._smoothed is None:
             from scipy import ndimage as ndi
 
             image = np.asarray(self.image, np.float32)
-            lo, hi = np.percentile(image, (0.0, 99.9))
+            lo, hi = (np.percentile(image, (0.0, 99.9)) if self.bounds is None
+                      else np.asarray(self.bounds, np.float64))
             norm = np.clip((image - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0)
             sigma = tuple(SMOOTHING * d for d in self.diameter)
             self._smoothed = ndi.gaussian_filter(norm, sigma).astype(np.float32, copy=False)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import drain, make_tiny_stardist3d
+from napari_anystar.model import instances
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import PredictSettings, predict_network
 from napari_anystar.normalization import LEGACY, Normalization
@@ -183,14 +184,67 @@ def test_interrupted_warm_up_resumes_and_keeps_results(nms_model):
     assert (values.n_qhull, values.n_oracle) == before
 
 
-def test_labels_identical_when_the_halfspace_cache_restarts(nms_model, monkeypatch):
-    from napari_anystar.model import _nms3d
+def test_labels_identical_across_thresholds_after_warming_elsewhere(nms_model):
+    """Overlap values cached at some threshold pairs decide others: a grid over the sliders'
+    range (probability 0.2-0.95, NMS 0.1-0.6) matches StarDist's own NMS and rendering, on a
+    solver warmed first at other thresholds and on a fresh one visiting it in another order."""
+    image = _volume((8, 16, 20), seed=3)
+    out = _network(nms_model, image, PredictSettings())
+    warmed, fresh = InstanceSolver(out, nms_model), InstanceSolver(out, nms_model)
+    drain(warmed.warm_up(0.45, 0.5, floor=0.3, step=0.05))
+    assert warmed._nms.values.n_rows > 0 and warmed.n_candidates(0.2) > 50
+    grid = [(p, n) for p in (0.2, 0.35, 0.5, 0.95) for n in (0.1, 0.35, 0.6)]
+    counts = set()
+    for p, n in grid:
+        labels = warmed.labels(p, n)
+        assert np.array_equal(labels, warmed.reference_labels(p, n)), (p, n)
+        counts.add(int(labels.max()))
+    for p, n in reversed(grid):
+        assert np.array_equal(fresh.labels(p, n), warmed.labels(p, n)), (p, n)
+    assert len(counts) > 5 and warmed.n_fallbacks == 0 == fresh.n_fallbacks
 
-    monkeypatch.setattr(_nms3d, "UNIT_CACHE_SIZE", 1)  # every new candidate restarts it
-    image = _volume((20, 32, 32))
-    settings = PredictSettings()
-    solver = InstanceSolver(_network(nms_model, image, settings), nms_model)
-    _assert_identical(solver, nms_model, image, settings, [(0.45, 0.3), (0.4, 0.6)])
+
+def test_warm_grid_prepares_the_nms_axis_and_a_grid(nms_model, monkeypatch):
+    monkeypatch.setattr(instances, "GRID_NMS", (0.1, 0.5))    # a short NMS range: cheaper
+    out = _network(nms_model, _volume((20, 32, 32), seed=9), PredictSettings())
+    solver = InstanceSolver(out, nms_model)
+    entered = []
+
+    @contextlib.contextmanager
+    def lock():
+        entered.append(True)
+        yield
+
+    steps, done = drain(solver.warm_grid(0.5, 0.3, floor=0.3, step=0.2, grid_step=0.2,
+                                         lock=lock))
+    # NMS 0.1, 0.3, 0.5 at 0.5, then those at probability 0.4, 0.6, 0.8, nearest first
+    assert done is True and len(steps) == len(entered) == 3 + 3 * 3
+    assert steps[:3] == [0.5] * 3 and steps[3:5] == [0.4, 0.6] and steps[-1] == 0.8
+    assert set(steps) == {0.4, 0.5, 0.6, 0.8}
+    values = solver._nms.values
+    before = (values.n_qhull, values.n_oracle)
+    assert sum(before) > 0 and solver._results == {}
+    for p, n in [(0.5, 0.3), (0.4, 0.1), (0.6, 0.5)]:                  # on the axis / grid
+        assert np.array_equal(solver.labels(p, n), solver.reference_labels(p, n)), (p, n)
+    assert (values.n_qhull, values.n_oracle) == before                 # nothing left to do
+
+    capped = InstanceSolver(out, nms_model)
+    limit = capped.n_candidates(0.5)
+    steps, done = drain(capped.warm_grid(0.5, 0.3, floor=0.3, step=0.4, grid_step=0.2,
+                                         max_candidates=limit))
+    assert done is False and min(steps) == 0.5      # thresholds with more candidates skipped
+
+
+def test_interrupted_warm_grid_takes_the_pair_up_again(nms_model):
+    out = _network(nms_model, _volume((20, 32, 32), seed=10), PredictSettings())
+    solver = InstanceSolver(out, nms_model)
+    asked = itertools.count()
+    job = solver.warm_grid(0.6, 0.3, floor=0.55, step=0.3, grid_step=0.7,
+                           interrupt=lambda: next(asked) == 3)
+    steps, done = drain(job)
+    # NMS 0.35 (cut, taken up again), 0.05, 0.65 at 0.6, then NMS 0.05, 0.75 at 0.7
+    assert done is True and steps == [0.6] * 4 + [0.7] * 2
+    assert np.array_equal(solver.labels(0.6, 0.35), solver.reference_labels(0.6, 0.35))
 
 
 def test_object_probabilities_match_stardist_details(nms_model):

@@ -400,8 +400,9 @@ class SegmentWidget(SegmentForm):
             self._show_labels(labels, n_objects, object_prob, prob, nms)
 
     def _start_warmup(self) -> None:
-        """Warm the shown run's solver below the current probability (its chunks wait for
-        slider solves); stopped by a new run, another image or model, or closing."""
+        """Warm the shown run's solver around the current thresholds (``warm_job``; its
+        chunks wait for slider solves); stopped by a new run, another image or model, or
+        closing."""
         self._life.stop_warmup()
         completed = [False]
         worker = create_worker(

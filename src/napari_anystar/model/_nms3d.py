@@ -1,20 +1,19 @@
-"""Per-pair pieces of StarDist's 3D NMS (stardist 0.9.x, lib/stardist3d_impl.cpp), kept apart.
+"""Geometry of StarDist's 3D NMS (stardist 0.9.x, lib/stardist3d_impl.cpp), in its float32.
 
 StarDist decides whether a kept polyhedron i suppresses a later one j with a cascade:
 (1) upper bound ``min(ellipsoid, bbox)`` overlap <= t -> keep, (2) inner-ellipsoid lower bound
 > t -> suppress, (3) kernel intersection (Qhull) > t -> suppress, (4) convex-hull intersection
 <= t -> keep, (5) rendered voxel overlap > t -> suppress; overlaps divided by the smaller
-polyhedron volume. (1) and (2) use an anisotropy averaged over all candidates, so they are
-recomputed per threshold pair here with the same float32 arithmetic as the C code. (3)-(5) do
-not depend on the other candidates: their outcome is cached per pair, settled by certified
-bounds where possible (a scaled copy of a polyhedron inside both kernels proves (3); a bound
-on every overlap from the vertex boxes proves "keep"), else by Qhull volumes (SciPy) when they
-are clearly away from the threshold, else by StarDist's own C routine on the pair alone.
+polyhedron volume. This module holds the per-candidate quantities with the same float32
+arithmetic as the C code (volumes, boxes, radii, halfspaces, the voxel test of stage 5)
+and the per-pair formulas of stages 1-2; :mod:`._nms3d_pairs` decides pairs from them and
+:mod:`._nms3d_greedy` runs the greedy pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +21,71 @@ F = np.float32
 PI = np.pi
 #: relative distance to the threshold below which our Qhull volumes are not trusted
 EPS = 1e-4
-#: candidates whose unit kernel halfspaces are kept (the cache restarts when full)
-UNIT_CACHE_SIZE = 50_000
+
+
+class Undecidable(Exception):
+    """A pair decision that neither our values nor StarDist's pair routine can settle."""
+
+
+@functools.cache
+def _openmp() -> Any:
+    """The OpenMP runtime of StarDist's compiled module (None where not found)."""
+    import ctypes
+    import ctypes.util
+    from pathlib import Path
+
+    import stardist
+
+    here = Path(stardist.__file__).parent
+    names = [*map(str, sorted(here.parent.glob("stardist.libs/libgomp*"))),
+             *filter(None, (ctypes.util.find_library(n) for n in ("gomp", "omp", "iomp5")))]
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+            lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def single_thread() -> None:
+    """Run StarDist's OpenMP loops that this thread starts on this thread only: they are
+    per polyhedron and short, so starting threads for each costs more than they bring."""
+    lib = _openmp()
+    if lib is not None:
+        lib.omp_set_num_threads(1)
+
+
+def _det(m0: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """StarDist's 3x3 determinant with rows m0, m1, m2 (float32, same operation order)."""
+    m00, m01, m02 = m0[..., 0], m0[..., 1], m0[..., 2]
+    m10, m11, m12 = m1[..., 0], m1[..., 1], m1[..., 2]
+    m20, m21, m22 = m2[..., 0], m2[..., 1], m2[..., 2]
+    return (m00 * (m11 * m22 - m21 * m12) - m01 * (m10 * m22 - m12 * m20)
+            + m02 * (m10 * m21 - m11 * m20))
+
+
+def _inside_tetra(p: np.ndarray, r: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  c: np.ndarray) -> np.ndarray:
+    """StarDist's ``inside_tetrahedron`` (float32 rows of points and vertices)."""
+    out = _det(b - a, c - a, p - a) >= 0
+    for q, s in ((b, a), (c, b), (a, c)):
+        out &= _det(q - r, s - r, p - r) >= 0
+    return out
+
+
+def _inner_from_normals(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    pz, py, px = p[..., 0], p[..., 1], p[..., 2]
+    qz, qy, qx = q[..., 0], q[..., 1], q[..., 2]
+    nz = px * qy - py * qx
+    ny = pz * qx - px * qz
+    nx = py * qz - pz * qy
+    s = (nz * nz + ny * ny) + nx * nx
+    norm = (1.0 / (np.sqrt(s).astype(np.float64) + 1e-10)).astype(F)
+    nz, ny, nx = nz * norm, ny * norm, nx * norm
+    r = (a[..., 0] * nz + a[..., 1] * ny) + a[..., 2] * nx
+    return np.fmin.reduce(r, axis=1, initial=F(np.inf)).astype(F)
 
 
 class Geometry:
@@ -37,11 +99,21 @@ class Geometry:
         self.faces = np.ascontiguousarray(faces, np.int32)
         n, r = self.dist.shape
         self.radius_outer = np.fmax.reduce(self.dist, axis=1, initial=F(0))
-        self.dv = np.empty((n, r, 3), F)           # dist * vert (float32 products)
         self.polyverts = np.empty((n, r, 3), F)    # absolute polyhedron vertices
         self.bbox = np.empty((n, 6), np.int64)
+        self.lo = np.empty((n, 3), F)              # vertex ranges
+        self.hi = np.empty((n, 3), F)
         self.volume = np.empty(n, F)
         self._done = np.zeros(n, bool)
+        self._hs = np.empty((n, len(self.faces), 4), F)   # kernel halfspaces (float32 exact)
+        self._hs_done = np.zeros(n, bool)
+        self._inner = np.full(n, np.nan)
+        self._hulls: dict[int, np.ndarray] = {}
+        # gauge of the unit ray hull: the face a direction w falls in maximises w @ gauge
+        v = self.verts.astype(np.float64)
+        a, b, c = (v[self.faces[:, k]] for k in range(3))
+        normal = np.cross(b - a, c - a)
+        self._gauge32 = (normal / np.einsum("ij,ij->i", normal, a)[:, None]).astype(F)
 
     def ensure(self, idx: np.ndarray) -> None:
         """Compute vertices, bounding boxes and volumes of these candidates if not done yet."""
@@ -52,7 +124,8 @@ class Geometry:
         pv = self.points[idx][:, None, :] + dv
         r = np.rint(pv).astype(np.int64)
         lo, hi = r.min(axis=1), np.maximum(r.max(axis=1), -1)
-        self.dv[idx], self.polyverts[idx] = dv, pv
+        self.polyverts[idx] = pv
+        self.lo[idx], self.hi[idx] = pv.min(axis=1), pv.max(axis=1)
         self.bbox[idx] = np.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1], lo[:, 2], hi[:, 2]], 1)
         vol = np.zeros(len(idx), F)
         for ia, ib, ic in self.faces:
@@ -81,27 +154,91 @@ class Geometry:
         a, b, c = dv[:, f[:, 0]], dv[:, f[:, 1]], dv[:, f[:, 2]]
         return _inner_from_normals(a, b - a, c - a)
 
+    def kernel_halfspaces(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), faces, 4) face halfspaces, built in float32 as StarDist's
+        ``build_halfspace`` (inside: ``normal . x + offset <= 0``; cached)."""
+        todo = np.unique(idx[~self._hs_done[idx]])
+        if len(todo):
+            self.ensure(todo)
+            self._hs[todo] = self._build_halfspaces(todo)
+            self._hs_done[todo] = True
+        return self._hs[idx].astype(np.float64)
 
-def _det(m0: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> np.ndarray:
-    """StarDist's 3x3 determinant with rows m0, m1, m2 (float32, same operation order)."""
-    m00, m01, m02 = m0[..., 0], m0[..., 1], m0[..., 2]
-    m10, m11, m12 = m1[..., 0], m1[..., 1], m1[..., 2]
-    m20, m21, m22 = m2[..., 0], m2[..., 1], m2[..., 2]
-    return (m00 * (m11 * m22 - m21 * m12) - m01 * (m10 * m22 - m12 * m20)
-            + m02 * (m10 * m21 - m11 * m20))
+    def inner_radius(self, idx: np.ndarray) -> np.ndarray:
+        """Distance from each centre to its nearest face plane (float64, unscaled; cached)."""
+        todo = np.unique(idx[np.isnan(self._inner[idx])])
+        if len(todo):
+            hs = self.kernel_halfspaces(todo)
+            c = self.points[todo].astype(np.float64)
+            dist = -(np.einsum("phd,pd->ph", hs[..., :3], c) + hs[..., 3])
+            self._inner[todo] = (dist / np.linalg.norm(hs[..., :3], axis=-1)).min(axis=1)
+        return self._inner[idx]
 
+    def _build_halfspaces(self, idx: np.ndarray) -> np.ndarray:
+        pv = self.polyverts[idx]
+        f = self.faces
+        a, b, c = pv[:, f[:, 0]], pv[:, f[:, 1]], pv[:, f[:, 2]]
+        p, q = b - a, c - a
+        pz, py, px = p[..., 0], p[..., 1], p[..., 2]
+        qz, qy, qx = q[..., 0], q[..., 1], q[..., 2]
+        nz = -(py * qx - px * qy)
+        ny = -(px * qz - pz * qx)
+        nx = -(pz * qy - py * qz)
+        off = -((a[..., 0] * nz + a[..., 1] * ny) + a[..., 2] * nx)
+        return np.stack([nz, ny, nx, off], -1)
 
-def _inner_from_normals(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    pz, py, px = p[..., 0], p[..., 1], p[..., 2]
-    qz, qy, qx = q[..., 0], q[..., 1], q[..., 2]
-    nz = px * qy - py * qx
-    ny = pz * qx - px * qz
-    nx = py * qz - pz * qy
-    s = (nz * nz + ny * ny) + nx * nx
-    norm = (1.0 / (np.sqrt(s).astype(np.float64) + 1e-10)).astype(F)
-    nz, ny, nx = nz * norm, ny * norm, nx * norm
-    r = (a[..., 0] * nz + a[..., 1] * ny) + a[..., 2] * nx
-    return np.fmin.reduce(r, axis=1, initial=F(np.inf)).astype(F)
+    def hull_halfspaces(self, i: int) -> np.ndarray:
+        """Facet equations of the convex hull of polyhedron i (Qhull, cached)."""
+        eq = self._hulls.get(i)
+        if eq is None:
+            from scipy.spatial import ConvexHull
+
+            eq = self._hulls[i] = ConvexHull(self.polyverts[i].astype(np.float64)).equations
+        return eq
+
+    def inside(self, i: int, vox: np.ndarray) -> np.ndarray:
+        """StarDist's ``inside_polyhedron`` (float32) for polyhedron i at integer voxels
+        ``vox`` (n, 3); only the faces whose ray cone may hold a voxel's direction are
+        tested, and voxels beyond the outer radius none."""
+        centre = self.points[i]
+        w = vox - centre.astype(np.float64)
+        wn = np.sqrt(np.einsum("ij,ij->i", w, w))
+        out = np.zeros(len(vox), bool)
+        near = np.flatnonzero(wn <= float(self.radius_outer[i]) * (1 + 1e-5) + 1e-3)
+        if not len(near):
+            return out
+        w, wn = w[near], wn[near]
+        # direction fuzz of each face's float32 cone test: vertex rounding over its shortest
+        # ray; a face is tested where its score is within its fuzz of the best one
+        ulp = float(np.spacing(np.abs(self.polyverts[i]).max() + np.abs(centre).max()))
+        shortest = self.dist[i][self.faces].min(axis=1).astype(np.float64)
+        fuzz = np.maximum(100.0 * (4.0 * ulp / np.maximum(shortest, 1e-12) + 1e-5), 1e-3)
+        score = w.astype(F) @ self._gauge32.T
+        best = score.argmax(axis=1)
+        top = score[np.arange(len(w)), best].astype(np.float64)
+        test = score >= top[:, None] - fuzz[None, :] * wn[:, None]
+        test[wn < 1.0] = True                    # next to the centre: every face
+        many = np.count_nonzero(test, axis=1) > 1
+        vm, fm = np.nonzero(test[many])
+        vi = np.concatenate([np.flatnonzero(~many), np.flatnonzero(many)[vm]])
+        fi = np.concatenate([best[~many], fm])
+        pv, f = self.polyverts[i], self.faces[fi]
+        ok = _inside_tetra(vox[near[vi]].astype(F), centre, pv[f[:, 0]], pv[f[:, 1]],
+                           pv[f[:, 2]])
+        out[near[vi[ok]]] = True
+        return out
+
+    def overlap_count(self, i: int, j: int) -> int:
+        """Voxels of ``bbox[i]`` inside both polyhedra (stage 5 without its early exit)."""
+        bi, bj = self.bbox[i], self.bbox[j]
+        lo = np.maximum(bi[0::2], bj[0::2])
+        hi = np.minimum(bi[1::2], bj[1::2])
+        if np.any(hi < lo):
+            return 0
+        vox = np.stack(np.meshgrid(*(np.arange(lo[k], hi[k] + 1) for k in range(3)),
+                                   indexing="ij"), -1).reshape(-1, 3)
+        vox = vox[self.inside(i, vox)]
+        return int(np.count_nonzero(self.inside(j, vox)))
 
 
 def sphere_iso(r1, p1, r2, p2, an):
@@ -130,8 +267,77 @@ def bbox_inter(b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
     return ((w[2].astype(F) * w[1].astype(F)) * w[0].astype(F)).astype(F)
 
 
-def _iou(a: np.ndarray, amin: np.ndarray) -> np.ndarray:
-    return (a.astype(np.float64) / (amin.astype(np.float64) + 1e-10))
+def iou(a: np.ndarray, amin: np.ndarray) -> np.ndarray:
+    """An overlap over ``A_min + 1e-10`` as the C code divides (float64, cast by callers)."""
+    return np.asarray(a, np.float64) / (np.asarray(amin, np.float64) + 1e-10)
+
+
+def lens_volume(r1: np.ndarray, r2: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Volume of the intersection of two balls (float64)."""
+    r1, r2, d = (np.asarray(x, np.float64) for x in (r1, r2, d))
+    rmin, rmax = np.minimum(r1, r2), np.maximum(r1, r2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        part = (PI * (r1 + r2 - d) ** 2 * (d * d + 2 * d * (r1 + r2) - 3 * (r1 - r2) ** 2)
+                / (12 * d))
+    out = np.where(d <= rmax - rmin, 4.0 / 3.0 * PI * rmin**3, part)
+    return np.where(d >= r1 + r2, 0.0, out)
+
+
+def render_decision(count: np.ndarray, amin: np.ndarray, t: np.float32) -> np.ndarray:
+    """Stage 5 at threshold ``t`` from the full overlap counts: the C loop stops at the first
+    count above ``float((A_min + 1e-10) * t)`` and compares ``count / (A_min + 1e-10)``."""
+    a = np.asarray(amin, np.float64) + 1e-10
+    limit = (a * np.float64(t)).astype(F)
+    count = np.asarray(count, np.int64)
+    res = np.where(count.astype(F) > limit, np.floor(limit).astype(np.int64) + 1, count)
+    return (res.astype(F).astype(np.float64) / a).astype(F) > t
+
+
+def halfspace_volume(hs: np.ndarray, ip: np.ndarray) -> float | None:
+    """Volume of ``{x: hs[:, :3] x + hs[:, 3] <= 0}`` by Qhull from interior point ``ip``;
+    0.0 if ``ip`` is clearly outside (StarDist's Qhull call fails there), None if unsure."""
+    from scipy.spatial import HalfspaceIntersection, QhullError
+
+    norms = np.linalg.norm(hs[:, :3], axis=1)
+    margin = np.max((hs[:, :3] @ ip + hs[:, 3]) / np.maximum(norms, 1e-30))
+    if margin > 1e-3:
+        return 0.0
+    if margin > -1e-3:
+        return None
+    try:
+        hsi = HalfspaceIntersection(hs, ip)
+    except (QhullError, ValueError):
+        return None
+    volume = _edge_volume(hsi, ip)
+    return float(np.float32(_polytope_volume(hsi, hs, ip) if volume is None else volume))
+
+
+def _edge_volume(hsi, ip: np.ndarray) -> float | None:
+    """Volume of a halfspace intersection from its edges: each edge (two vertices sharing two
+    halfspaces) spans a triangle with the centroid of each of its two faces, and those
+    triangles with ``ip`` tile the polytope. None where Qhull's vertices are not all simple."""
+    pts = hsi.intersections - ip
+    facets = hsi.dual_facets
+    if not len(facets) or any(len(f) != 3 for f in facets):
+        return None
+    tri = np.asarray(facets)
+    tri = np.sort(tri, axis=1)
+    h = int(tri.max()) + 1
+    keys = np.concatenate([tri[:, 0] * h + tri[:, 1], tri[:, 0] * h + tri[:, 2],
+                           tri[:, 1] * h + tri[:, 2]])
+    o = np.argsort(keys, kind="stable")
+    keys, owner = keys[o], np.tile(np.arange(len(tri)), 3)[o]
+    if len(keys) % 2 or np.any(keys[0::2] != keys[1::2]) or np.any(keys[1:-1:2] == keys[2::2]):
+        return None
+    flat = tri.ravel()
+    cnt = np.bincount(flat, minlength=h).astype(np.float64)
+    cen = np.stack([np.bincount(flat, np.repeat(pts[:, d], 3), minlength=h) for d in range(3)],
+                   1) / np.maximum(cnt, 1.0)[:, None]
+    cross = np.cross(pts[owner[0::2]], pts[owner[1::2]])
+    a, b = keys[0::2] // h, keys[0::2] % h
+    vol = (np.abs(np.einsum("ij,ij->i", cen[a], cross))
+           + np.abs(np.einsum("ij,ij->i", cen[b], cross)))
+    return float(vol.sum() / 6)
 
 
 def _polytope_volume(hsi, hs: np.ndarray, ip: np.ndarray) -> float:
@@ -161,312 +367,3 @@ def _polytope_volume(hsi, hs: np.ndarray, ip: np.ndarray) -> float:
     area = np.bincount(inv, area2) / 2
     height = -(hs[faces, :3] @ ip + hs[faces, 3]) / np.linalg.norm(hs[faces, :3], axis=1)
     return float(np.sum(area * height) / 3)
-
-
-class Undecidable(Exception):
-    """A pair decision that neither our values nor StarDist's pair routine can settle."""
-
-
-class PairValues:
-    """Per-pair kernel / convex-hull overlaps (Qhull via SciPy) and StarDist pair decisions."""
-
-    def __init__(self, geom: Geometry) -> None:
-        self.g = geom
-        self._kernel: dict[tuple[int, int], float | None] = {}
-        self._convex: dict[tuple[int, int], float | None] = {}
-        self._oracle: dict[tuple[int, int, float], bool] = {}
-        self._hull_eq: dict[int, np.ndarray] = {}
-        self._lb: dict[tuple[int, int], float] = {}
-        self._ub: dict[tuple[int, int], float] = {}
-        self._unit: dict[int, np.ndarray] = {}
-        self._hs: dict[int, np.ndarray] = {}
-        self.n_qhull = 0
-        self.n_oracle = 0
-
-    # -- Qhull volumes ---------------------------------------------------------------
-    def _kernel_halfspaces(self, i: int) -> np.ndarray:
-        """Face halfspaces of polyhedron i, built in float32 as StarDist's ``build_halfspace``."""
-        if i in self._hs:
-            return self._hs[i]
-        pv = self.g.polyverts[i]
-        f = self.g.faces
-        a, b, c = pv[f[:, 0]], pv[f[:, 1]], pv[f[:, 2]]
-        p, q = b - a, c - a
-        pz, py, px = p[:, 0], p[:, 1], p[:, 2]
-        qz, qy, qx = q[:, 0], q[:, 1], q[:, 2]
-        nz = -(py * qx - px * qy)
-        ny = -(px * qz - pz * qx)
-        nx = -(pz * qy - py * qz)
-        off = -((a[:, 0] * nz + a[:, 1] * ny) + a[:, 2] * nx)
-        hs = np.stack([nz, ny, nx, off], 1).astype(np.float64)
-        if len(self._hs) > 50000:
-            self._hs.clear()
-        self._hs[i] = hs
-        return hs
-
-    def _convex_halfspaces(self, i: int) -> np.ndarray:
-        if i not in self._hull_eq:
-            from scipy.spatial import ConvexHull
-
-            self._hull_eq[i] = ConvexHull(self.g.polyverts[i].astype(np.float64)).equations
-        return self._hull_eq[i]
-
-    @staticmethod
-    def _volume(hs: np.ndarray, ip: np.ndarray) -> float | None:
-        """Halfspace-intersection volume; 0.0 if ``ip`` is clearly outside, None if unsure."""
-        from scipy.spatial import HalfspaceIntersection, QhullError
-
-        norms = np.linalg.norm(hs[:, :3], axis=1)
-        margin = np.max((hs[:, :3] @ ip + hs[:, 3]) / np.maximum(norms, 1e-30))
-        if margin > 1e-3:
-            return 0.0
-        if margin > -1e-3:
-            return None
-        try:
-            return float(np.float32(_polytope_volume(HalfspaceIntersection(hs, ip), hs, ip)))
-        except (QhullError, ValueError):
-            return None
-
-    def kernel(self, i: int, j: int) -> float | None:
-        key = (i, j)
-        if key not in self._kernel:
-            hi, hj = self._kernel_halfspaces(i), self._kernel_halfspaces(j)
-            hs = np.empty((len(hi) * 2, 4))
-            hs[0::2], hs[1::2] = hi, hj
-            ip = 0.5 * (self.g.points[i].astype(np.float64) + self.g.points[j].astype(np.float64))
-            self.n_qhull += 1
-            self._kernel[key] = self._volume(hs, ip)
-        return self._kernel[key]
-
-    def convex(self, i: int, j: int) -> float | None:
-        """Convex-hull overlap; ``inf`` where StarDist's Qhull call fails (treated as 1e10)."""
-        key = (i, j)
-        if key not in self._convex:
-            hs = np.concatenate([self._convex_halfspaces(i), self._convex_halfspaces(j)])
-            ip = 0.5 * (self.g.points[i].astype(np.float64) + self.g.points[j].astype(np.float64))
-            self.n_qhull += 1
-            v = self._volume(hs, ip)
-            self._convex[key] = np.inf if v == 0.0 else v
-        return self._convex[key]
-
-    # -- StarDist's own routine on the pair alone ----------------------------------
-    def oracle(self, i: int, j: int, t: np.float32) -> bool:
-        """Does i suppress j at ``t`` by kernel / convex / rendering (StarDist's C code)?"""
-        key = (i, j, float(t))
-        if key in self._oracle:
-            return self._oracle[key]
-        from stardist.lib.stardist3d import c_non_max_suppression_inds
-
-        g = self.g
-        idx = np.array([i, j])
-        an = g.anisotropy(idx)
-        rin = g.radius_inner_iso(idx, an)
-        low = sphere_iso(rin[:1], g.points[i:i + 1], rin[1:], g.points[j:j + 1], an)
-        amin = np.minimum(g.volume[i:i + 1], g.volume[j:j + 1])
-        if (np.fmax(0.0, _iou(low, amin)).astype(F) > t).any():
-            raise Undecidable
-        self.n_oracle += 1
-        keep = c_non_max_suppression_inds(
-            np.ascontiguousarray(g.dist[idx]), np.ascontiguousarray(g.points[idx]),
-            g.verts, g.faces, np.array([1, 0], F), 0, 1, 0, F(t))
-        self._oracle[key] = not bool(keep[1])
-        return self._oracle[key]
-
-    def _unit_halfspaces(self, i: int) -> np.ndarray:
-        """Kernel halfspaces of i scaled to unit normals (for distances)."""
-        unit = self._unit.get(i)
-        if unit is None:
-            if len(self._unit) >= UNIT_CACHE_SIZE:
-                self._unit.clear()
-            hs = self._kernel_halfspaces(i)
-            unit = self._unit[i] = hs / np.linalg.norm(hs[:, :3], axis=1, keepdims=True)
-        return unit
-
-    def _scaled_copy_bound(self, i: int, j: int) -> float:
-        """Lower bound of the kernel overlap: the largest copy of i (or j) scaled about its
-        centre that fits in both kernels (volume lambda^3 * vol); 0.0 where Qhull could fail."""
-        g = self.g
-        hs = np.concatenate([self._unit_halfspaces(i), self._unit_halfspaces(j)])
-        c = g.points[[i, j]].astype(np.float64)
-        slack = -(c @ hs[:, :3].T + hs[:, 3])                    # (2, halfspaces)
-        if slack.min() < 1e-3:
-            return 0.0       # both centres strictly inside both kernels (so is their midpoint)
-        best = 0.0
-        for k, idx in enumerate((i, j)):
-            rate = g.dv[idx].astype(np.float64) @ hs[:, :3].T     # (rays, halfspaces)
-            with np.errstate(divide="ignore"):
-                lam = np.where(rate > 0, slack[k][None, :] / rate, np.inf).min()
-            lam = min(1.0, float(lam)) * (1 - 1e-6)
-            best = max(best, lam**3 * float(g.volume[idx]))
-        return best
-
-    def _bbox_upper_bound(self, i: int, j: int) -> float:
-        """Upper bound of every overlap StarDist measures (kernel, hulls, rendered voxels)."""
-        pv = self.g.polyverts
-        lo = np.maximum(pv[i].min(axis=0), pv[j].min(axis=0)).astype(np.float64)
-        hi = np.minimum(pv[i].max(axis=0), pv[j].max(axis=0)).astype(np.float64)
-        cont = float(np.prod(np.maximum(hi - lo, 0.0)))
-        n_int = float(np.prod(np.maximum(np.floor(hi + 1e-3) - np.ceil(lo - 1e-3) + 1, 0.0)))
-        return max(cont, n_int)
-
-    def decide(self, i: int, j: int, t: np.float32, amin: np.float32,
-               compute: bool = True) -> bool | None:
-        """Stages 3-5 of StarDist's cascade for one pair: True if i suppresses j.
-
-        With ``compute=False`` only cached values are used (None: not known yet).
-        """
-        tol = EPS * max(float(t), 1e-3)
-        a = float(amin) + 1e-10
-        ub = self._ub.get((i, j))
-        if ub is None:
-            if not compute:
-                return None
-            ub = self._ub[(i, j)] = self._bbox_upper_bound(i, j)
-        if ub / a < float(t) - tol:
-            return False
-        lb = self._lb.get((i, j))
-        if lb is None:
-            if not compute:
-                return None
-            lb = self._lb[(i, j)] = self._scaled_copy_bound(i, j)
-        if lb / a > float(t) + tol:
-            return True
-        if (i, j) not in self._kernel and not compute:
-            return None
-        k = self.kernel(i, j)
-        if k is not None:
-            ik = float(np.float32(_iou(np.float32(k), amin)))
-            if ik > t + tol:
-                return True
-            if ik < t - tol:
-                if (i, j) not in self._convex and not compute:
-                    return None
-                c = self.convex(i, j)
-                if c is not None and np.isfinite(c):
-                    ic = float(np.float32(_iou(np.float32(c), amin)))
-                    if ic < t - tol:
-                        return False
-        if not compute and (i, j, float(t)) not in self._oracle:
-            return None
-        return self.oracle(i, j, t)
-
-
-class GreedyNMS:
-    """StarDist's greedy 3D NMS over a fixed candidate list, for any candidate subset/threshold.
-
-    Candidates are the stored ones (``prob``, ``dist``, ``points`` in StarDist's order);
-    :meth:`survivors` takes the indices passed to NMS and returns the kept ones, in the order
-    ``non_maximum_suppression_3d_sparse`` returns them.
-    """
-
-    def __init__(self, prob: np.ndarray, dist: np.ndarray, points: np.ndarray, rays) -> None:
-        from scipy.spatial import cKDTree
-
-        self.prob = np.asarray(prob, F)
-        self.geom = Geometry(dist, points, rays.vertices, rays.faces)
-        self.values = PairValues(self.geom)
-        self._tree = cKDTree(self.geom.points.astype(np.float64)) if len(prob) else None
-        self._reach = float(self.geom.radius_outer.max()) if len(prob) else 0.0
-        self._neigh: dict[int, np.ndarray] = {}
-        self._iso_key: bytes | None = None
-
-    def sort_orders(self, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(order of the returned survivors, order processed by the C loop), as in StarDist."""
-        first = sel[np.argsort(self.prob[sel])[::-1]]
-        second = first[np.argsort(self.prob[first])[::-1]]
-        return first, second
-
-    def _neighbours(self, i: int) -> np.ndarray:
-        if i not in self._neigh:
-            r = float(self.geom.radius_outer[i]) + self._reach + 1.0
-            self._neigh[i] = np.asarray(self._tree.query_ball_point(
-                self.geom.points[i].astype(np.float64), r), dtype=np.int64)
-        return self._neigh[i]
-
-    def _iso(self, idx: np.ndarray, an: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = an.tobytes()
-        if key != self._iso_key:
-            n = len(self.prob)
-            self._rout, self._rin = np.full(n, np.nan, F), np.full(n, np.nan, F)
-            self._iso_key = key
-        miss = idx[np.isnan(self._rout[idx])]
-        if len(miss):
-            self._rout[miss] = self.geom.radius_outer_iso(miss, an)
-            self._rin[miss] = self.geom.radius_inner_iso(miss, an)
-        return self._rout, self._rin
-
-    def survivors(self, sel: np.ndarray, nms_thresh: float,
-                  stop: Callable[[], bool] | None = None) -> np.ndarray | None:
-        """Kept candidate indices for the candidates ``sel`` (raises Undecidable rarely).
-
-        ``stop`` is asked before each candidate's turn; if it says yes, the pass ends there
-        and returns None (the pair decisions made so far stay cached).
-        """
-        g, t = self.geom, F(nms_thresh)
-        first, order = self.sort_orders(np.asarray(sel, np.int64))
-        n = len(order)
-        if n == 0:
-            return first
-        g.ensure(order)
-        rank = np.full(len(self.prob), -1, np.int64)
-        rank[order] = np.arange(n)
-        an = g.anisotropy(order)
-        max_dist = F(max(F(0), g.radius_outer[order].max()))
-        suppressed = np.zeros(n, bool)
-        # pairs whose decision needs Qhull/StarDist are settled lazily, when j's turn comes
-        pending: dict[int, list] = {}
-        for pos in range(n):
-            if stop is not None and stop():
-                return None
-            if suppressed[pos]:
-                continue
-            if pos in pending and self._resolve(pending.pop(pos), t):
-                suppressed[pos] = True
-                continue
-            if pos == n - 1:
-                break
-            i = int(order[pos])
-            nb = self._neighbours(i)
-            r = rank[nb]
-            m = r > pos
-            nb, r = nb[m], r[m]
-            m = ~suppressed[r]
-            nb, r = nb[m], r[m]
-            if not len(nb):
-                continue
-            diff = g.points[i][None, :] - g.points[nb]
-            d2 = (diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1]) + diff[:, 2] * diff[:, 2]
-            rr = F(max_dist + g.radius_outer[i])
-            m = d2 < rr * rr
-            nb, r = nb[m], r[m]
-            if not len(nb):
-                continue
-            rout, rin = self._iso(np.concatenate([[i], nb]), an)
-            amin = np.minimum(g.volume[i], g.volume[nb])
-            pi = np.broadcast_to(g.points[i], (len(nb), 3))
-            up = np.fmin(
-                sphere_iso(np.full(len(nb), rout[i], F), pi, rout[nb], g.points[nb], an),
-                bbox_inter(np.broadcast_to(g.bbox[i], (len(nb), 6)), g.bbox[nb]))
-            iou_up = np.fmin(1.0, _iou(up, amin)).astype(F)
-            m = ~((up.astype(np.float64) < 1e-10) | (iou_up <= t))
-            nb, r, amin, pi = nb[m], r[m], amin[m], pi[m]
-            if not len(nb):
-                continue
-            low = sphere_iso(np.full(len(nb), rin[i], F), pi, rin[nb], g.points[nb], an)
-            sup = np.fmax(0.0, _iou(low, amin)).astype(F) > t
-            suppressed[r[sup]] = True
-            for j, rj, aj in zip(nb[~sup], r[~sup], amin[~sup], strict=True):
-                known = self.values.decide(i, int(j), t, aj, compute=False)
-                if known:
-                    suppressed[rj] = True
-                elif known is None:
-                    pending.setdefault(int(rj), []).append((i, int(j), aj))
-        kept = np.zeros(len(self.prob), bool)
-        kept[order[~suppressed]] = True
-        return first[kept[first]]
-
-    def _resolve(self, pairs: list, t: np.float32) -> bool:
-        """Is j suppressed by one of these kept i? Closest first, stop at the first yes."""
-        g = self.geom
-        pairs = sorted(pairs, key=lambda q: float(np.sum((g.points[q[0]] - g.points[q[1]]) ** 2)))
-        return any(self.values.decide(i, j, t, aj) for i, j, aj in pairs)

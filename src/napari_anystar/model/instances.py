@@ -3,13 +3,16 @@
 ``InstanceSolver.labels(p, n)`` equals ``model.predict_instances(image, prob_thresh=p,
 nms_thresh=n, scale=..., n_tiles=..., normalizer=...)[0]`` for the image, model and settings
 that produced the :class:`NetworkOutput`. A threshold change re-runs only the NMS and the
-label rendering, and both reuse work across calls: the NMS keeps every pairwise overlap it
-ever computed (:mod:`._nms3d`), and each kept polyhedron is rasterised once (with StarDist's
-own renderer) and then pasted in StarDist's order.
+label rendering, and both reuse work across calls: the NMS (:mod:`._nms3d_greedy`) caches
+threshold-free overlap values of candidate pairs, so the pairs it met before are decided at
+any threshold pair by array comparisons, and each kept polyhedron is rasterised once (with
+StarDist's own renderer) and then pasted in StarDist's order.
 
-The first visit of a low probability threshold still pays for the pair decisions of its new
-candidates; :meth:`InstanceSolver.warm_up` pays them ahead of time, one small probability step
-at a time, so a viewer can do it in the background while the user looks at the first labels.
+The first visit of a low probability threshold still pays for the overlaps of its new
+candidate pairs; :meth:`InstanceSolver.warm_up` (probability axis) and
+:meth:`InstanceSolver.warm_grid` (NMS axis, then a coarse grid of both) pay them ahead of time,
+one threshold pair per chunk, so a viewer can do it in the background while the user looks at
+the first labels.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
-from ._nms3d import GreedyNMS, Undecidable
+from ._nms3d import Undecidable, single_thread
+from ._nms3d_greedy import GreedyNMS
 from .predict import NetworkOutput
 
 #: probability step of :meth:`InstanceSolver.warm_up` (the threshold slider's step)
 WARM_STEP = 0.01
 #: :meth:`InstanceSolver.warm_up` stops before a threshold with more candidates than this: the
 #: greedy pass itself then takes long (and such thresholds give a flood of tiny objects)
-WARM_MAX_CANDIDATES = 20_000
+WARM_MAX_CANDIDATES = 100_000
+#: grid of :meth:`InstanceSolver.warm_grid` (both thresholds) and its NMS range
+GRID_STEP = 0.05
+GRID_NMS = (0.05, 0.9)
 
 
 class InstanceSolver:
@@ -45,7 +52,8 @@ class InstanceSolver:
         self._results: OrderedDict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = (
             OrderedDict())
         self._max_cached = int(max_cached)
-        self._masks: dict[int, tuple[tuple[slice, ...], np.ndarray]] = {}
+        self._masks: dict[int, np.ndarray] = {}   # flat voxel indices of each polyhedron
+        self._empty: np.ndarray | None = None
         self.last_n_kept = 0
         self.n_fallbacks = 0
         # geometry used for rendering (points/rays mapped back to the input image, float32)
@@ -86,6 +94,7 @@ class InstanceSolver:
 
             self.n_fallbacks += 1
             out = self.output
+            single_thread()
             inds = non_maximum_suppression_3d_sparse(
                 out.cand_dist[sel], out.cand_prob[sel], out.points[sel], self.rays,
                 nms_thresh=nms_thresh)[-1]
@@ -115,12 +124,16 @@ class InstanceSolver:
              interrupt: Callable[[], bool] | None = None) -> bool:
         """Pre-compute what :meth:`labels` needs at this pair, without rendering it.
 
-        Runs the greedy NMS (which caches its pair decisions) and rasterises the kept
+        Runs the greedy NMS (which caches its pair overlaps) and rasterises the kept
         polyhedra; results at every threshold pair stay the same. ``interrupt`` is asked
         before each candidate's turn in the NMS pass; if it says yes, warming stops there
         (work done so far stays cached) and False is returned; True once complete. Where the
         pass needs StarDist's fallback, the rest is left to :meth:`labels`.
         """
+        return self._warm_pair(prob_thresh, nms_thresh, interrupt)
+
+    def _warm_pair(self, prob_thresh: float, nms_thresh: float,
+                   interrupt: Callable[[], bool] | None) -> bool:
         prob_thresh, nms_thresh = float(prob_thresh), float(nms_thresh)
         self._check(prob_thresh, nms_thresh)
         try:
@@ -166,10 +179,58 @@ class InstanceSolver:
             k += complete
         return True
 
+    def warm_grid(
+        self,
+        prob_thresh: float,
+        nms_thresh: float,
+        *,
+        floor: float | None = None,
+        step: float = WARM_STEP,
+        grid_step: float = GRID_STEP,
+        max_candidates: int = WARM_MAX_CANDIDATES,
+        lock: Callable[[], AbstractContextManager] | None = None,
+        interrupt: Callable[[], bool] | None = None,
+    ) -> Generator[float, None, bool]:
+        """Warm the NMS axis at ``prob_thresh`` (every ``step`` in :data:`GRID_NMS`, nearest
+        to ``nms_thresh`` first), then a grid of both thresholds every ``grid_step``
+        (probabilities from ``floor`` up), nearest to the given pair first (the sum of both
+        distances).
+
+        One threshold pair per chunk, with ``lock``/``interrupt`` as :meth:`warm_up`; yields
+        the chunk's probability. Probabilities with more than ``max_candidates`` candidates
+        are left out; returns True if none was.
+        """
+        floor = self.output.min_prob if floor is None else max(float(floor),
+                                                                self.output.min_prob)
+        lo, hi = GRID_NMS
+        axis = np.round(np.arange(lo, hi + 1e-9, step), 6)
+        pairs = [(float(prob_thresh), float(n)) for n in sorted(axis, key=lambda n: (
+            abs(n - nms_thresh), n))]
+        first = np.ceil(round(floor / grid_step, 6)) * grid_step
+        probs = np.round(np.arange(first, 1.0 - 1e-9, grid_step), 6)
+        probs = [p for p in probs if p >= floor]
+        nms = np.round(np.arange(lo, hi + 1e-9, grid_step), 6)
+        pairs += sorted(((float(p), float(n)) for p in probs for n in nms), key=lambda q: (
+            round(abs(q[0] - prob_thresh) + abs(q[1] - nms_thresh), 6), q))
+        guard = lock or nullcontext
+        complete = True
+        for prob, nms in pairs:
+            if self.n_candidates(prob) > max_candidates:
+                complete = False
+                continue
+            while True:
+                with guard():
+                    done = self._warm_pair(prob, nms, interrupt)
+                yield prob
+                if done:
+                    break
+        return complete
+
     def reference_labels(self, prob_thresh: float, nms_thresh: float) -> np.ndarray:
         """StarDist's own NMS + rendering on the stored candidates (slow, the definition)."""
         out = self.output
         sel = self.candidates(prob_thresh)
+        single_thread()
         lbl, _details = self.model._instances_from_prediction(
             out.image_shape, out.cand_prob[sel], out.cand_dist[sel], points=out.points[sel],
             prob_thresh=prob_thresh, nms_thresh=nms_thresh, scale=self._scale)
@@ -203,33 +264,28 @@ class InstanceSolver:
     def _render(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``polyhedron_to_label`` + ``relabel_sequential`` from cached per-polyhedron masks,
         and each label's probability (index 0 NaN)."""
-        from stardist.matching import relabel_sequential
-
         shape = self.output.image_shape
         self.last_n_kept = len(kept)
         if len(kept) == 0:
-            return (relabel_sequential(np.zeros(shape, np.uint16))[0],
-                    np.full(1, np.nan, np.float32))
+            if self._empty is None:
+                from stardist.matching import relabel_sequential
+
+                self._empty = relabel_sequential(np.zeros(shape, np.uint16))[0]
+            return self._empty.copy(), np.full(1, np.nan, np.float32)
         self._ensure_masks(kept)
         order = np.argsort(self.output.cand_prob[kept])[::-1]   # as polyhedron_to_label
-        free = np.ones(shape, bool)
-        written = []
-        for k in order:
-            sl, mask = self._masks[int(kept[k])]
-            w = mask & free[sl]
-            if w.any():
-                free[sl] &= ~w
-                written.append((k + 1, sl, w))
+        out = np.zeros(int(np.prod(shape)), np.int32)
+        for k in order[::-1].tolist():          # the likeliest written last: first one wins
+            out[self._masks[int(kept[k])]] = k + 1
         # relabel_sequential: visible labels, by increasing label value, become 1..m
-        lut = np.zeros(len(kept) + 1, np.int32)
-        visible = np.array(sorted(lab for lab, _, _ in written), dtype=np.int64)
-        lut[visible] = np.arange(1, len(visible) + 1)
-        out = np.zeros(shape, np.int32)
-        for lab, sl, w in written:
-            out[sl][w] = lut[lab]
+        visible = np.flatnonzero(np.bincount(out, minlength=len(kept) + 1)[1:]) + 1
+        if len(visible) < len(kept):
+            lut = np.zeros(len(kept) + 1, np.int32)
+            lut[visible] = np.arange(1, len(visible) + 1)
+            out = lut[out]
         probs = np.full(len(visible) + 1, np.nan, np.float32)
         probs[1:] = self.output.cand_prob[kept[visible - 1]]
-        return out, probs
+        return out.reshape(shape), probs
 
     def _render_bbox(self, idx: np.ndarray) -> np.ndarray:
         """Inclusive voxel boxes (z0, z1, y0, y1, x0, x1) of rendered polyhedra, 1 voxel margin."""
@@ -260,6 +316,7 @@ class InstanceSolver:
             else:
                 batches.append([n])
         shape = self.output.image_shape
+        single_thread()
         for batch in batches:
             idx = todo[batch]
             lab = c_polyhedron_to_label(
@@ -270,4 +327,6 @@ class InstanceSolver:
             for n, i in enumerate(idx, start=1):
                 b = boxes[batch[n - 1]]
                 sl = (slice(b[0], b[1] + 1), slice(b[2], b[3] + 1), slice(b[4], b[5] + 1))
-                self._masks[int(i)] = (sl, lab[sl] == n)
+                z, y, x = np.nonzero(lab[sl] == n)
+                self._masks[int(i)] = np.ravel_multi_index((z + b[0], y + b[2], x + b[4]),
+                                                           shape)

@@ -6,8 +6,8 @@ reuse from the cache) the network, solve instances for any threshold pair.
 ``object_size.auto_scale``) and runs (or reuses from the cache) the network, yielding
 ``(stage, done, total)`` progress; closing it stops at the next tile boundary. ``scale_job``
 suggests a scale from the objects the network finds. ``solve`` turns a cached
-network output into labels for one threshold pair; ``warm_job`` pre-computes lower
-probability thresholds in the background, one chunk at a time, giving way to any ``solve``.
+network output into labels for one threshold pair; ``warm_job`` pre-computes other
+threshold pairs in the background, one chunk at a time, giving way to any ``solve``.
 """
 
 from __future__ import annotations
@@ -168,10 +168,11 @@ def solve(solver: InstanceSolver, prob: float, nms: float,
 
 
 def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:
-    """``solver.warm_up`` below ``prob`` at ``nms``: chunks wait for pending solves, and
-    end early (to be taken up again) when a solve starts waiting."""
-    return (
-        yield from solver.warm_up(
-            prob, nms, lock=_SOLVE_LOCK.background, interrupt=_SOLVE_LOCK.contended
-        )
-    )
+    """``solver.warm_grid`` (the NMS axis at ``prob``, then a coarse grid of both thresholds,
+    nearest first), then ``solver.warm_up`` (every probability step below ``prob`` at
+    ``nms``): chunks wait for pending solves, and end early (to be taken up again) when a
+    solve starts waiting. True if both completed."""
+    locks = {"lock": _SOLVE_LOCK.background, "interrupt": _SOLVE_LOCK.contended}
+    grid = yield from solver.warm_grid(prob, nms, **locks)
+    axis = yield from solver.warm_up(prob, nms, **locks)
+    return grid and axis

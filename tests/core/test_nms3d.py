@@ -1,0 +1,143 @@
+"""The cached-overlap NMS (_nms3d*) keeps exactly the candidates StarDist's 3D NMS keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_anystar.model import _nms3d_decide, _nms3d_pairs
+from napari_anystar.model._nms3d import F, Geometry, Undecidable, _inside_tetra, render_decision
+from napari_anystar.model._nms3d_greedy import GreedyNMS
+
+# (probability, NMS) over the sliders' range (probability 0.05-0.95, NMS 0.1-0.6) and two edge
+# values, in a scrambled order: values cached at one pair are reused at others
+GRID = [(0.5, 0.35), (0.5, 0.1), (0.2, 0.35), (0.5, 0.6), (0.2, 0.1), (0.95, 0.35), (0.2, 0.6),
+        (0.8, 0.45), (0.5, 0.35), (0.05, 0.1), (0.95, 0.6), (0.05, 0.35), (0.2, 0.45),
+        (0.05, 0.6), (0.95, 0.1), (0.35, 0.0), (0.2, 0.05)]
+
+
+def _rays(n: int = 32):
+    from stardist.rays3d import Rays_GoldenSpiral
+
+    return Rays_GoldenSpiral(n)
+
+
+def _candidates(seed: int, n: int = 260, box: int = 36, stretch: float = 1.0):
+    """Overlapping, irregular star polyhedra (some with tied probabilities); ``stretch``
+    lengthens them along z (an anisotropy far from 1 in StarDist's NMS)."""
+    rng = np.random.default_rng(seed)
+    rays = _rays()
+    points = rng.integers(0, box, (n, 3)) * np.array([max(1, round(stretch)), 1, 1])
+    base = rng.uniform(1.5, 5.0, (n, 1))
+    shape = np.clip(1 + 0.3 * rng.standard_normal((n, len(rays.vertices))), 0.2, None)
+    axis = np.sqrt((rays.vertices[:, 0] * stretch) ** 2 + rays.vertices[:, 1] ** 2
+                   + rays.vertices[:, 2] ** 2)
+    dist = (base * shape * axis[None]).astype(np.float32)
+    prob = rng.random(n).astype(np.float32)
+    prob[rng.choice(n, n // 10, replace=False)] = prob[0]          # ties in the order
+    return prob, dist, points.astype(np.int64), rays
+
+
+def _stardist(prob, dist, points, rays, sel, t):
+    from stardist.nms import non_maximum_suppression_3d_sparse
+
+    inds = non_maximum_suppression_3d_sparse(dist[sel], prob[sel], points[sel], rays,
+                                             nms_thresh=t)[-1]
+    return sel[inds]
+
+
+@pytest.mark.parametrize("seed,stretch", [(0, 1.0), (1, 2.5)])
+def test_survivors_identical_to_stardist_on_a_threshold_grid(seed, stretch):
+    prob, dist, points, rays = _candidates(seed, stretch=stretch)
+    nms = GreedyNMS(prob, dist, points, rays)
+    kept_counts = set()
+    for p, t in GRID:
+        sel = np.flatnonzero(prob > np.float32(p))
+        ours = nms.survivors(sel, t)
+        ref = _stardist(prob, dist, points, rays, sel, t)
+        assert np.array_equal(ours, ref), (p, t)
+        kept_counts.add(len(ours))
+    values = nms.values
+    assert len(kept_counts) > 5                          # the thresholds matter
+    assert values.n_rows > 100 and values.n_qhull > 0    # pairs went past the cheap bounds
+    assert np.count_nonzero(values.cnt[:values.n_rows] >= 0) > 0   # and to stage 5
+
+
+def test_survivors_identical_when_every_value_is_near_the_threshold(monkeypatch):
+    """A huge tolerance sends most pairs to the exact stage 1-2 path and StarDist's own pair
+    routine (where that cannot settle a pair, Undecidable is the expected answer)."""
+    monkeypatch.setattr(_nms3d_pairs, "EPS", 0.2)
+    monkeypatch.setattr(_nms3d_decide, "EPS", 0.2)
+    prob, dist, points, rays = _candidates(2)
+    nms = GreedyNMS(prob, dist, points, rays)
+    checked = 0
+    for p, t in GRID[:8]:
+        sel = np.flatnonzero(prob > np.float32(p))
+        try:
+            ours = nms.survivors(sel, t)
+        except Undecidable:
+            continue
+        assert np.array_equal(ours, _stardist(prob, dist, points, rays, sel, t)), (p, t)
+        checked += 1
+    assert checked >= 5 and nms.values.n_oracle > 0
+
+
+def test_interrupted_pass_resumes_with_the_same_result():
+    prob, dist, points, rays = _candidates(3)
+    sel = np.flatnonzero(prob > np.float32(0.2))
+    nms = GreedyNMS(prob, dist, points, rays)
+    asked = iter(range(1000))
+    assert nms.survivors(sel, 0.3, stop=lambda: next(asked) == 20) is None
+    assert np.array_equal(nms.survivors(sel, 0.3), _stardist(prob, dist, points, rays, sel, 0.3))
+
+
+def test_empty_and_single_selections():
+    prob, dist, points, rays = _candidates(4, n=30)
+    nms = GreedyNMS(prob, dist, points, rays)
+    assert len(nms.survivors(np.array([], np.int64), 0.3)) == 0
+    assert nms.survivors(np.array([7]), 0.3).tolist() == [7]
+
+
+def test_voxel_test_matches_every_face_test():
+    """Stage 5's voxel test looks only at the faces whose ray cone may hold a voxel's
+    direction; it equals StarDist's ``inside_polyhedron`` over all faces."""
+    prob, dist, points, rays = _candidates(5, n=40)
+    dist[0] = 1e-3                                  # a degenerate one: every face is tested
+    dist[1, ::3] *= 0.05                            # spiky ones
+    g = Geometry(dist, points, rays.vertices, rays.faces)
+    g.ensure(np.arange(len(prob)))
+    inside = 0
+    for i in range(len(prob)):
+        b = g.bbox[i] + np.array([-1, 1, -1, 1, -1, 1])
+        vox = np.stack(np.meshgrid(*(np.arange(b[2 * k], b[2 * k + 1] + 1) for k in range(3)),
+                                   indexing="ij"), -1).reshape(-1, 3)
+        pv = g.polyverts[i]
+        full = np.zeros(len(vox), bool)
+        for fa in g.faces:
+            corners = (np.broadcast_to(pv[k], vox.shape) for k in fa)
+            full |= _inside_tetra(vox.astype(F), g.points[i], *corners)
+        assert np.array_equal(g.inside(i, vox), full), i
+        inside += int(full.sum())
+    assert inside > 1000
+
+
+def test_render_decision_matches_the_c_loop():
+    """Stage 5 stops counting at the first count above ``float((A + 1e-10) * t)``."""
+    rng = np.random.default_rng(6)
+    counts = rng.integers(0, 400, 3000)
+    amin = rng.uniform(1, 500, 3000).astype(np.float32)
+    ts = rng.choice(np.float32([0.0, 0.1, 0.3, 0.5, 0.77, 1.0]), 3000)
+    expected = []
+    for c, a, t in zip(counts, amin, ts, strict=True):
+        a64 = np.float64(a) + 1e-10
+        limit = np.float32(a64 * np.float64(t))
+        res = 0
+        for _ in range(int(c)):
+            res += 1
+            if np.float32(res) > limit:
+                break
+        expected.append(np.float32(np.float64(np.float32(res)) / a64) > t)
+    got = np.array([render_decision(np.array([c]), np.array([a]), t)[0]
+                    for c, a, t in zip(counts, amin, ts, strict=True)])
+    assert np.array_equal(got, expected)
+    assert 0 < got.sum() < len(got)

@@ -9,7 +9,12 @@ on a 128^3 AS-Mix volume, raw voxels (manual scale 1, 1, 1):
   layer holds the labels of exactly those thresholds (end to end: debounce, solve, layer
   update), over a sweep of the probability slider at the model's NMS threshold and of the NMS
   slider at probability 0.2 and at the model's probability (0.1-0.6);
-* ``update_max_s``: the slowest of all those updates; ``updates_s`` each of them;
+* ``update_max_s``: the slowest of all those updates; ``updates_s`` each of them; a position
+  that does not answer within ``--position-timeout`` counts as that many seconds and in
+  ``timeouts``;
+* with outline refinement on (the widget's default; ``--no-refine`` turns it off) the labels
+  above are StarDist's, shown at once; ``refined_update_median_s`` / ``refined_update_max_s``
+  run until the refined outlines are shown and the widget is no longer busy;
 * ``suggest_s``: Suggest pressed -> scale set; ``suggest_rerun_s`` until the labels at that
   scale are shown (Suggest re-solves them).
 
@@ -30,6 +35,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TIMEOUT_S = 600.0
+#: default wait for one slider position (s)
+POSITION_TIMEOUT_S = 120.0
 
 
 def _wait(condition, timeout_s: float = TIMEOUT_S) -> float:
@@ -45,9 +52,10 @@ def _wait(condition, timeout_s: float = TIMEOUT_S) -> float:
     return time.perf_counter() - start
 
 
-def _update_time(widget, slider, value: float) -> float | None:
-    """Seconds from setting ``slider`` to labels of exactly the sliders' thresholds (None: the
-    slider is at that value already)."""
+def _update_time(widget, slider, value: float, timeout_s: float) -> tuple[float, float] | None:
+    """Seconds from setting ``slider`` to labels of exactly the sliders' thresholds, and to
+    the widget no longer busy (refined outlines shown); ``timeout_s`` for a position that
+    does not answer in time. None: the slider is at that value already."""
     if round(slider.value(), 2) == round(value, 2):
         return None
     shown: list = []
@@ -56,11 +64,18 @@ def _update_time(widget, slider, value: float) -> float | None:
     start = time.perf_counter()
     slider.setValue(value)
     wanted = widget.thresholds()
-    _wait(lambda: any((layer.metadata.get("prob_thresh"), layer.metadata.get("nms_thresh"))
-                      == wanted for layer in shown))
-    elapsed = time.perf_counter() - start
+    try:
+        _wait(lambda: any((layer.metadata.get("prob_thresh"), layer.metadata.get("nms_thresh"))
+                          == wanted for layer in shown), timeout_s)
+        first = time.perf_counter() - start
+        _wait(lambda: not widget._live._busy and widget.progress_bar.maximum() == 1,
+              max(timeout_s - first, 0.0))
+        final = time.perf_counter() - start
+    except TimeoutError:
+        first = final = timeout_s
+        _wait(lambda: not widget._live._busy)  # let it finish before the next position
     widget.labels_updated.disconnect(slot)
-    return elapsed
+    return first, final
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model name or folder (default: the default)")
     ap.add_argument("--size", type=int, default=128, help="volume edge length (default 128)")
     ap.add_argument("--step", type=float, default=0.05, help="slider sweep step (default 0.05)")
+    ap.add_argument("--position-timeout", type=float, default=POSITION_TIMEOUT_S,
+                    help=f"seconds to wait at one slider position "
+                         f"(default {POSITION_TIMEOUT_S:g})")
+    ap.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                    help="refine outlines (default: as the widget opens)")
     args = ap.parse_args(argv)
 
     import napari
@@ -81,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=False)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
+    if args.refine is not None:
+        widget.refine_check.setChecked(args.refine)
     if args.model:
         entry = registry.resolve_model(args.model)
         widget.model_chooser.combo.setCurrentIndex(
@@ -102,13 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     grid = np.round(np.arange(0.1, 0.6 + 1e-9, args.step), 2)
     probs = np.round(np.arange(0.1, 0.95 + 1e-9, args.step), 2)
     prob_times, nms_times = [], []
+    wait = args.position_timeout
     widget.nms_slider.setValue(nms0)
     for p in probs:
-        prob_times.append(_update_time(widget, widget.prob_slider, float(p)))
+        prob_times.append(_update_time(widget, widget.prob_slider, float(p), wait))
     for p in (0.2, prob0):
-        _update_time(widget, widget.prob_slider, float(p))
+        _update_time(widget, widget.prob_slider, float(p), wait)
         for n in grid:
-            nms_times.append(_update_time(widget, widget.nms_slider, float(n)))
+            nms_times.append(_update_time(widget, widget.nms_slider, float(n), wait))
 
     suggested: list = []
     widget.scale_suggested.connect(suggested.append)
@@ -118,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     suggest_s = _wait(lambda: bool(suggested))
     _wait(lambda: bool(finished))
     suggest_rerun_s = time.perf_counter() - start
+    refine = widget.refine_check.isChecked()
     viewer.close()
-    prob_times = [t for t in prob_times if t is not None]
-    nms_times = [t for t in nms_times if t is not None]
+    prob_both = [t for t in prob_times if t is not None]
+    nms_both = [t for t in nms_times if t is not None]
+    prob_times, nms_times = [t[0] for t in prob_both], [t[0] for t in nms_both]
     every = prob_times + nms_times
+    refined = [t[1] for t in prob_both + nms_both]
     print(json.dumps({
         "model": entry.name, "shape": list(image.shape), "n_objects": n_objects,
         "threads": os.cpu_count(),
@@ -129,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         "prob_update_median_s": round(statistics.median(prob_times), 3),
         "nms_update_median_s": round(statistics.median(nms_times), 3),
         "update_max_s": round(max(every), 3),
+        "timeouts": sum(t >= wait for t in every),
+        "refine": refine,
+        "refined_update_median_s": round(statistics.median(refined), 3),
+        "refined_update_max_s": round(max(refined), 3),
         "updates_s": {"prob": [round(t, 3) for t in prob_times],
                       "nms": [round(t, 3) for t in nms_times]},
         "suggest_s": round(suggest_s, 3), "suggest_rerun_s": round(suggest_rerun_s, 3),

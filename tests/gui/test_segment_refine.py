@@ -136,27 +136,25 @@ def test_a_newer_slider_move_skips_the_refinement_of_an_older_one(qtbot, viewer_
                                                                   monkeypatch, errors):
     import threading
 
-    from napari_anystar._widgets import _segment_live
-
     viewer, widget = viewer_widget
     viewer.add_image(_blobs(), name="blobs")
     widget.set_scale((1.0, 1.0, 1.0))
     layer = _run(qtbot, widget)
     result, (_, nms) = widget._run.result, widget.thresholds()
     release, started, refined = threading.Event(), threading.Event(), []
-    real_solve, real_refiner = _segment_live.solve, result.refiner
+    real_labels, real_refiner = result.solver.labels, result.refiner
 
-    def held_solve(solver, prob, nms, refiner=None):
+    def held_labels(prob, nms):
         if not started.is_set():  # the first request waits until the second is queued
             started.set()
             assert release.wait(TIMEOUT / 1000)
-        return real_solve(solver, prob, nms, refiner)
+        return real_labels(prob, nms)
 
     def counting_refiner(labels):
         refined.append(labels.copy())
         return real_refiner(labels)
 
-    monkeypatch.setattr(_segment_live, "solve", held_solve)
+    monkeypatch.setattr(result.solver, "labels", held_labels)
     monkeypatch.setattr(widget, "_refiner_for", lambda _result: counting_refiner)
     widget._on_refine_toggled(True)  # the live target picks up the counting refiner
     qtbot.waitUntil(lambda: started.is_set(), timeout=TIMEOUT)

@@ -7,13 +7,13 @@ refinement of an older one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_anystar.model.segmenter import solve
+from napari_anystar.model.segmenter import solve_in_stages
 
 #: Quiet time after a slider move before solving (a drag's intermediate values are skipped).
 DEBOUNCE_MS = 25
@@ -108,13 +108,3 @@ class LiveThresholds(QObject):
         elif not self._timer.isActive():
             self.pending.emit(False)
 
-
-def solve_in_stages(solver: Any, prob: float, nms: float, refiner: Any = None
-                    ) -> Generator[tuple, None, tuple]:
-    """``solve`` without refinement, yielded first when ``refiner`` is given; returns the
-    refined answer (StarDist's when there is no refiner)."""
-    labels, n_objects, object_prob = solve(solver, prob, nms)
-    if refiner is None:
-        return labels, n_objects, object_prob
-    yield labels, n_objects, object_prob
-    return refiner(labels), n_objects, object_prob

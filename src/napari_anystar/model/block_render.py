@@ -4,7 +4,8 @@ Without refinement a core is drawn from the objects of its block and its 26 neig
 (:func:`.blocks.render_core`). With it, the outlines a whole-volume run gives
 (:class:`.refine.OutlineRefiner`) are reproduced block by block: the core grown by a
 *context* is drawn from every object reaching that region, refined there with the whole
-volume's intensity bounds (:func:`refine_bounds`, measured once), and only the core is kept.
+volume's intensity bounds (:func:`.refine.intensity_bounds`, measured once), and only the
+core is kept.
 
 A core voxel's refined label depends on the objects whose claimed region reaches it (up to
 ``GROWTH`` diameters away), on their whole polyhedra (at most the grid's margin across: the
@@ -42,16 +43,10 @@ class RefineSpec:
              margin: tuple[int, int, int]) -> RefineSpec:
         """The spec for objects of ``diameter`` in a volume sampled by ``sample`` (flat), on
         a grid with ``margin``."""
+        from .refine import intensity_bounds
+
         diameter = tuple(float(d) for d in diameter)
-        return cls(diameter, refine_bounds(sample), refine_context(diameter, margin))
-
-
-def refine_bounds(sample: np.ndarray) -> tuple[float, float]:
-    """The intensities :class:`.refine.OutlineRefiner` normalises by, measured as it does
-    (float32 voxels, minimum and 99.9th percentile) on ``sample``."""
-    lo, hi = np.percentile(np.array(sample, np.float32).ravel(), (0.0, 99.9),
-                           overwrite_input=True)
-    return float(lo), float(hi)
+        return cls(diameter, intensity_bounds(sample), refine_context(diameter, margin))
 
 
 def refine_context(diameter: tuple[float, ...], margin: tuple[int, ...]

@@ -36,6 +36,8 @@ LEVEL = 0.5
 #: An object whose refined outline overlaps its polyhedron less than this (IoU) keeps the
 #: polyhedron: the image does not confirm the object there (texture, weak contrast).
 MIN_AGREEMENT = 0.5
+#: Percentiles of the image's intensities mapped to 0 and 1 before smoothing.
+BOUNDS_PERCENTILES = (0.0, 99.9)
 
 
 class OutlineRefiner:
@@ -65,14 +67,14 @@ class OutlineRefiner:
 
     @property
     def smoothed(self) -> np.ndarray:
-        """The image scaled to [0, 1] by its minimum and 99.9th percentile (or ``bounds``),
-        then smoothed."""
+        """The image scaled to [0, 1] by :func:`intensity_bounds` (or ``bounds``), then
+        smoothed."""
         if self._smoothed is None:
             from scipy import ndimage as ndi
 
             image = np.asarray(self.image, np.float32)
-            lo, hi = (np.percentile(image, (0.0, 99.9)) if self.bounds is None
-                      else np.asarray(self.bounds, np.float64))
+            lo, hi = np.asarray(intensity_bounds(image) if self.bounds is None else self.bounds,
+                                np.float64)
             norm = np.clip((image - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0)
             sigma = tuple(SMOOTHING * d for d in self.diameter)
             self._smoothed = ndi.gaussian_filter(norm, sigma).astype(np.float32, copy=False)
@@ -123,6 +125,13 @@ class OutlineRefiner:
         claimed = watershed(-smoothed, markers=np.where(flooded, labels, 0), mask=flooded)
         claimed[interior] = labels[interior]
         return claimed
+
+
+def intensity_bounds(values: np.ndarray) -> tuple[float, float]:
+    """The intensities :class:`OutlineRefiner` maps to 0 and 1: the
+    :data:`BOUNDS_PERCENTILES` of ``values`` (as float32)."""
+    lo, hi = np.percentile(np.asarray(values, np.float32), BOUNDS_PERCENTILES)
+    return float(lo), float(hi)
 
 
 def _lowest(ids: np.ndarray, values: np.ndarray, n: int,

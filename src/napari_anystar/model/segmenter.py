@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from napari_anystar._generators import mapped
+from napari_anystar._generators import mapped, result_of
 from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import (
@@ -159,12 +159,23 @@ def solve(solver: InstanceSolver, prob: float, nms: float,
 
     Serialised: a run reusing a cached solver may overlap a slider's solve on the same one.
     """
+    return result_of(solve_in_stages(solver, prob, nms, refiner))
+
+
+def solve_in_stages(solver: InstanceSolver, prob: float, nms: float,
+                    refiner: OutlineRefiner | None = None
+                    ) -> Generator[tuple[np.ndarray, int, np.ndarray], None,
+                                   tuple[np.ndarray, int, np.ndarray]]:
+    """:func:`solve` in two stages: with a ``refiner``, StarDist's answer is yielded before
+    the refinement (the slow part) runs; returns the final answer."""
     with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
         object_prob = solver.object_probabilities(prob, nms)
-    if refiner is not None:
-        labels = refiner(labels)
-    return labels, len(object_prob) - 1, object_prob  # labels are numbered 1..n
+    n_objects = len(object_prob) - 1  # labels are numbered 1..n
+    if refiner is None:
+        return labels, n_objects, object_prob
+    yield labels, n_objects, object_prob
+    return refiner(labels), n_objects, object_prob
 
 
 def warm_job(solver: InstanceSolver, prob: float, nms: float) -> Generator[float, None, bool]:

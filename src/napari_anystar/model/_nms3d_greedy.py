@@ -113,8 +113,7 @@ class GreedyNMS:
     def __init__(self, prob: np.ndarray, dist: np.ndarray, points: np.ndarray, rays) -> None:
         self.prob = np.asarray(prob, F)
         self.geom = Geometry(dist, points, rays.vertices, rays.faces)
-        reach = float(self.geom.radius_outer.max()) if len(prob) else 0.0
-        self.values = PairValues(self.geom, reach)
+        self.values = PairValues(self.geom, self.prob)
         self.decisions = Decisions(self.values)
         self._selections: OrderedDict[bytes, _Selection] = OrderedDict()
         self._last_kept = np.zeros(0, np.int64)    # survivors of the last complete pass
@@ -150,7 +149,8 @@ class GreedyNMS:
         waiting = _Waiting(n)
         head = waiting.head
         order_list = order.tolist()
-        guessed = self._guess(s, t, kappa)
+        lowest = float(self.prob[order[-1]])        # the neighbour lists must reach it
+        guessed = self._guess(s, t, kappa, lowest)
         for pos in range(n):
             if flags[pos]:
                 continue
@@ -170,7 +170,9 @@ class GreedyNMS:
                 if alive.any():
                     waiting.add(i, open_s[alive], open_r[alive])
                 continue
-            e = edges.get(i) or values.edges(i)
+            e = edges.get(i)
+            if e is None or e.floor > lowest:
+                e = values.edges(i, lowest)
             k = int(e.nbbi.searchsorted(-t))          # bbi > t: stage 1 may go on
             if not k:
                 continue
@@ -189,13 +191,14 @@ class GreedyNMS:
         self._last_kept = order[suppressed == 0]
         return s.first[kept[s.first]]
 
-    def _guess(self, s: _Selection, t: np.float32, kappa: float
+    def _guess(self, s: _Selection, t: np.float32, kappa: float, lowest: float
                ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Pair classifications of the candidates kept by the last pass (likely kept in this
         one too), all in one vectorised call: i -> (positions it suppresses, slots and
         positions still open). Pair decisions do not depend on the pass, only on i, j, t."""
         edges, rank = self.values._edges, s.rank
-        guess = [i for i in self._last_kept.tolist() if rank[i] >= 0 and i in edges]
+        guess = [i for i in self._last_kept.tolist()
+                 if rank[i] >= 0 and i in edges and edges[i].floor <= lowest]
         if not guess:
             return {}
         parts = [(edges[i], int(edges[i].nbbi.searchsorted(-t))) for i in guess]

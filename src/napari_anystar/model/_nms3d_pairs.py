@@ -1,14 +1,18 @@
 """Pair values of StarDist's 3D NMS that depend on neither threshold nor candidate set.
 
 For every candidate i that is ever kept, its neighbours (bounding boxes overlapping) are
-listed once, by decreasing ``bbi``, with cheap values: ``bbi`` (stage 1's box term, exact), ``ub``
-(an upper bound of every overlap StarDist measures: vertex boxes) and ``sph`` (an upper bound
-of the kernel and convex-hull overlaps: the unscaled outer balls). Pairs that need more get a
+listed by decreasing ``bbi``, down to a probability floor, with cheap values: ``bbi``
+(stage 1's box term, exact), ``ub`` (an upper bound of every overlap StarDist measures:
+vertex boxes) and ``sph`` (an upper bound of the kernel and convex-hull overlaps: the
+unscaled outer balls). Pairs that need more get a
 row with, computed on demand: ``km`` (how far inside both kernels the midpoint of the centres
 is: StarDist's Qhull needs it inside), ``klb`` (a lower bound of the kernel overlap: balls
 inside both kernels, then the star polytope of the intersection's radial function), ``kv``
 / ``cv`` (kernel / convex-hull overlap by Qhull) and ``cnt`` (stage 5's voxel overlap,
-counted exactly). All overlaps are divided by ``A_min`` as StarDist does.
+counted exactly). All overlaps are divided by ``A_min`` as StarDist does. A list covers the
+neighbours at or above its floor; a candidate set reaching below it gets the list rebuilt with
+a lower floor (about twice the candidates, :meth:`PairValues.floor_for`), its computed values
+kept: a first solve at a high threshold pays only for its own neighbours.
 
 Stages 1-2 depend on the anisotropy of the candidate set, but (math, up to float rounding
 covered by ``EPS``) the inner ellipsoid overlap is at most the kernel overlap and the outer
@@ -22,6 +26,7 @@ stage 5 says so, between ``S5_LO`` and ``S5_HI``; kept for t above ``K_THR``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +60,7 @@ S_THR, S5_LO, S5_HI, K_THR = range(4)
 class Edges:
     """Neighbours of one candidate, nearest first, with their threshold-free values."""
 
+    floor: float       # every neighbour with probability >= floor is listed
     nb: np.ndarray     # candidate indices, by decreasing stage 1 box overlap
     d2: np.ndarray     # squared centre distance (float32, as the C code's k-d tree)
     nbbi: np.ndarray   # minus the stage 1 box overlap (float32, exact; increasing)
@@ -68,13 +74,15 @@ class Edges:
 class PairValues:
     """Threshold-free overlaps of candidate pairs, computed on demand and cached."""
 
-    def __init__(self, geom: Geometry, reach: float) -> None:
-        from scipy.spatial import cKDTree
+    def __init__(self, geom: Geometry, prob: np.ndarray) -> None:
         from stardist.rays3d import Rays_GoldenSpiral
 
         self.g = geom
-        self._reach = reach
-        self._tree = cKDTree(geom.points.astype(np.float64)) if len(geom.points) else None
+        self.prob = np.asarray(prob, F)
+        self._descending = np.sort(self.prob)[::-1]
+        self._floors: dict[float, float] = {}     # lowest -> floor_for(lowest)
+        #: floor -> (k-d tree of the candidates at or above it, their indices, largest radius)
+        self._trees: dict[float, tuple[Any, np.ndarray, float]] = {}
         self._edges: dict[int, Edges] = {}
         rays = Rays_GoldenSpiral(RADIAL_RAYS)
         self._dirs = rays.vertices.astype(F)
@@ -96,17 +104,55 @@ class PairValues:
         self.n_oracle = 0
 
     # -- neighbours --------------------------------------------------------------------
-    def edges(self, i: int) -> Edges:
+    def floor_for(self, lowest: float) -> float:
+        """The floor of a list that must cover probability ``lowest``: the probability of
+        the first ladder count (256 candidates, doubling) at least twice the candidates at
+        or above ``lowest``. Lists are rebuilt a few times, not at every threshold step, and
+        there are few floors (each gets one k-d tree)."""
+        if lowest not in self._floors:
+            n = int(np.count_nonzero(self._descending >= F(lowest)))
+            count = 256
+            while count < 2 * n:
+                count *= 2
+            self._floors[lowest] = float(self._descending[min(count, len(self._descending)) - 1])
+        return self._floors[lowest]
+
+    def edges(self, i: int, lowest: float | None = None) -> Edges:
+        """Neighbours of ``i``, covering every probability >= ``lowest`` (default: what
+        is listed already, else everything)."""
         e = self._edges.get(i)
-        if e is None:
-            e = self._edges[i] = self._build(i)
+        if e is None or (lowest is not None and e.floor > lowest):
+            floor = -np.inf if lowest is None else self.floor_for(lowest)
+            e = self._edges[i] = self._carry_over(e, self._build(i, floor))
         return e
 
-    def _build(self, i: int) -> Edges:
+    def _carry_over(self, old: Edges | None, new: Edges) -> Edges:
+        """``new`` (a superset of ``old``) with ``old``'s rows and thresholds, the rows'
+        slots moved to ``new``'s."""
+        if old is None:
+            return new
+        order = np.argsort(new.nb, kind="stable")
+        slot = order[np.searchsorted(new.nb[order], old.nb)]
+        new.row[slot], new.th[slot] = old.row, old.th
+        has = old.row >= 0
+        self.pair[old.row[has], 1] = slot[has]
+        return new
+
+    def _tree(self, floor: float) -> tuple[Any, np.ndarray, float]:
+        from scipy.spatial import cKDTree
+
+        if floor not in self._trees:
+            idx = np.flatnonzero(self.prob >= F(floor))
+            reach = float(self.g.radius_outer[idx].max())
+            self._trees[floor] = (cKDTree(self.g.points[idx].astype(np.float64)), idx, reach)
+        return self._trees[floor]
+
+    def _build(self, i: int, floor: float) -> Edges:
         g = self.g
-        r = float(g.radius_outer[i]) + self._reach + 1.0
-        nb = np.asarray(self._tree.query_ball_point(g.points[i].astype(np.float64), r),
-                        dtype=np.int64)
+        tree, idx, reach = self._tree(floor)
+        r = float(g.radius_outer[i]) + reach + 1.0
+        nb = idx[np.asarray(tree.query_ball_point(g.points[i].astype(np.float64), r),
+                            dtype=np.int64)]
         nb = nb[nb != i]
         # bounding boxes overlap only where the centres are within both outer radii on every
         # axis (plus rounding): the rest is dropped before computing its geometry
@@ -131,7 +177,7 @@ class PairValues:
         ub = iou(np.maximum(cont, n_int), amin) * (1 + 1e-6)
         th = np.empty((len(nb), 4))
         th[:, S_THR], th[:, S5_LO], th[:, S5_HI], th[:, K_THR] = -np.inf, np.inf, -np.inf, below(ub)
-        return Edges(nb, d2, -bbi, amin, ub, iou(ball, amin) * (1 + 1e-6),
+        return Edges(floor, nb, d2, -bbi, amin, ub, iou(ball, amin) * (1 + 1e-6),
                      np.full(len(nb), -1, np.int64), th)
 
     # -- rows of lazily computed values ----------------------------------------------------

@@ -63,6 +63,26 @@ def test_survivors_identical_to_stardist_on_a_threshold_grid(seed, stretch):
     assert np.count_nonzero(values.cnt[:values.n_rows] >= 0) > 0   # and to stage 5
 
 
+def test_neighbour_lists_rebuilt_lower_keep_their_values_and_stardists_answers(monkeypatch):
+    """With a short floor ladder the lists start high and are rebuilt lower as the grid
+    reaches lower thresholds; every cached pair value stays attached to its pair."""
+    monkeypatch.setattr(_nms3d_pairs, "FLOOR_BASE", 4)
+    prob, dist, points, rays = _candidates(0)
+    nms = GreedyNMS(prob, dist, points, rays)
+    floors = set()
+    for p, t in [(0.95, 0.35), (0.8, 0.35), (0.65, 0.35), *GRID]:
+        sel = np.flatnonzero(prob > np.float32(p))
+        assert np.array_equal(nms.survivors(sel, t), _stardist(prob, dist, points, rays, sel, t))
+        floors |= {e.floor for e in nms.values._edges.values()}
+    values = nms.values
+    assert len(floors) >= 3 and len(values._trees) >= 3           # lists were rebuilt lower
+    assert min(floors) <= prob.min() and max(floors) > 0.5        # from high to everything
+    for row in range(values.n_rows):                                # rows follow their pairs
+        i, slot, j = values.pair[row]
+        e = values._edges[int(i)]
+        assert e.nb[slot] == j and e.row[slot] == row
+
+
 def test_survivors_identical_when_every_value_is_near_the_threshold(monkeypatch):
     """A huge tolerance sends most pairs to the exact stage 1-2 path and StarDist's own pair
     routine (where that cannot settle a pair, Undecidable is the expected answer)."""

@@ -38,6 +38,8 @@ RADIAL_RAYS = 128
 CHUNK = 48
 #: midpoint margin (voxels) beyond which Qhull's answer on feasibility is trusted
 MARGIN = 1e-3
+#: candidates at the highest probability floor of the neighbour lists (the ladder doubles it)
+FLOOR_BASE = 256
 #: margin of the anisotropy ratio (max / min) the cached thresholds are made for over the
 #: largest one met so far
 KAPPA_MARGIN = 1.02
@@ -106,12 +108,12 @@ class PairValues:
     # -- neighbours --------------------------------------------------------------------
     def floor_for(self, lowest: float) -> float:
         """The floor of a list that must cover probability ``lowest``: the probability of
-        the first ladder count (256 candidates, doubling) at least twice the candidates at
-        or above ``lowest``. Lists are rebuilt a few times, not at every threshold step, and
-        there are few floors (each gets one k-d tree)."""
+        the first ladder count (:data:`FLOOR_BASE` candidates, doubling) at least twice the
+        candidates at or above ``lowest``. Lists are rebuilt a few times, not at every
+        threshold step, and there are few floors (each gets one k-d tree)."""
         if lowest not in self._floors:
             n = int(np.count_nonzero(self._descending >= F(lowest)))
-            count = 256
+            count = FLOOR_BASE
             while count < 2 * n:
                 count *= 2
             self._floors[lowest] = float(self._descending[min(count, len(self._descending)) - 1])

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_anystar.model.object_size import auto_scale
 
     start = time.perf_counter()
-    chosen = result_of(auto_scale(model, image, None, prob, nms)).scale
+    chosen = result_of(auto_scale(model, image, None, prob)).scale
     auto_s = time.perf_counter() - start
     print(json.dumps({
         "model": entry.name, "shape": list(image.shape),

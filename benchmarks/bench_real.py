@@ -111,7 +111,7 @@ def auto_scale_result(model, prob, nms, pairs, refine):
 
     scales, fallbacks, solvers = {}, [], []
     for name, image, _ in pairs:
-        choice = result_of(auto_scale(model, image, None, prob, nms))
+        choice = result_of(auto_scale(model, image, None, prob))
         scales[name] = list(choice.scale)
         if choice.fell_back:
             fallbacks.append(name)

@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     best = max(scores, key=scores.get)
     relative = np.float32(best / current)
     extents = np.concatenate([
-        object_extents(InstanceSolver(dataclasses.replace(o, cand_dist=o.cand_dist * relative),
-                                      model), prob, nms) for o in outputs])
+        object_extents(dataclasses.replace(o, cand_dist=o.cand_dist * relative), model, prob)
+        for o in outputs])
     predicted_size = weighted_median(extents, np.prod(extents, axis=1))
     print(json.dumps({"model": entry.name, "normalization": model.anystar_normalization.describe(),
                       "generator": args.generator, "n": args.n, "size": TUNING_SIZE,

@@ -8,7 +8,6 @@ from scipy import ndimage as ndi
 
 from conftest import drain
 from napari_anystar.model import object_size, registry
-from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import (
     FALLBACK_SCALE,
     TRAINING_DIAMETER,
@@ -17,6 +16,7 @@ from napari_anystar.model.object_size import (
     centre_crop,
     estimate_scale,
     object_extents,
+    quick_objects,
     weighted_median,
 )
 from napari_anystar.model.predict import NetworkOutput, PredictSettings
@@ -52,16 +52,32 @@ def test_object_extents_are_polyhedron_sizes_in_input_voxels(tiny_model_dir):
     model = registry.load_model(registry.resolve_model(tiny_model_dir))
     n_rays = int(model.config.n_rays)
     far_apart = [(16, 16, 16), (48, 48, 48)]
-    solver = InstanceSolver(_output(far_apart, [4.0, 6.0], n_rays), model)
-    extents = object_extents(solver, 0.5, 0.3)
+    output = _output(far_apart, [4.0, 6.0], n_rays)
+    extents = object_extents(output, model, 0.5)
     assert extents.shape == (2, 3)
     # golden-spiral rays reach close to +-1 along each axis
     np.testing.assert_allclose(extents, [[8.0] * 3, [12.0] * 3], rtol=0.1)
-    scaled = InstanceSolver(_output(far_apart, [4.0, 6.0], n_rays, scale=(2.0, 1.0, 0.5)), model)
-    np.testing.assert_allclose(object_extents(scaled, 0.5, 0.3),
+    scaled = _output(far_apart, [4.0, 6.0], n_rays, scale=(2.0, 1.0, 0.5))
+    np.testing.assert_allclose(object_extents(scaled, model, 0.5),
                                extents / np.array([2.0, 1.0, 0.5]), rtol=1e-6)
     # a threshold above both candidates keeps none
-    assert object_extents(solver, 0.95, 0.3).shape == (0, 3)
+    assert object_extents(output, model, 0.95).shape == (0, 3)
+
+
+def test_quick_objects_drop_candidates_centred_inside_a_likelier_kept_one(tiny_model_dir):
+    """Candidates in decreasing probability: (16,16,16) r 6 is kept; (18,16,16) lies inside
+    it and goes; (16,16,24) r 3 is outside it (8 > 6) and stays; (40,40,40) far away stays;
+    (41,40,40) is inside that one; a candidate below the threshold is never kept."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    n_rays = int(model.config.n_rays)
+    points = [(16, 16, 16), (18, 16, 16), (16, 16, 24), (40, 40, 40), (41, 40, 40), (5, 5, 5)]
+    output = _output(points, [6.0, 6.0, 3.0, 4.0, 4.0, 2.0], n_rays)
+    output.cand_prob[:] = [0.9, 0.85, 0.8, 0.7, 0.6, 0.3]
+    assert quick_objects(output, model, 0.5).tolist() == [0, 2, 3]
+    assert quick_objects(output, model, 0.2).tolist() == [0, 2, 3, 5]
+    assert quick_objects(output, model, 0.95).tolist() == []
+    output.cand_prob[:] = [0.6, 0.85, 0.8, 0.7, 0.9, 0.3]   # now the inner ones come first
+    assert sorted(quick_objects(output, model, 0.5).tolist()) == [1, 2, 4]
 
 
 @pytest.mark.bundled_model
@@ -70,11 +86,11 @@ def test_suggested_scale_follows_the_object_size():
     """Blow the same volume up 1.6x: the suggested scale shrinks by about 1.6x."""
     entry = registry.default_model()
     model = registry.load_model(entry)
-    prob, nms = registry.model_thresholds(entry)
+    prob = registry.model_thresholds(entry)[0]
     sample = generate("as-brightfg-plainbg", 9004, SynthSettings(augment=False))
-    small = drain(estimate_scale(model, sample.image, None, prob, nms))[1]
+    small = drain(estimate_scale(model, sample.image, None, prob))[1]
     large_image = ndi.zoom(sample.image, 1.6, order=1)
-    steps, large = drain(estimate_scale(model, large_image, None, prob, nms))
+    steps, large = drain(estimate_scale(model, large_image, None, prob))
     assert steps[0] == (0, 2) and steps[-1] == (2, 2)
     assert large.n_objects >= 5 and small.n_objects >= 5
     ratio = np.array(small.scale) / np.array(large.scale)
@@ -88,7 +104,7 @@ def test_too_few_objects_is_a_clear_error(tiny_model_dir):
     model = registry.load_model(registry.resolve_model(tiny_model_dir))
     image = np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32)
     with pytest.raises(TooFewObjectsError, match="too few to estimate") as err:
-        drain(estimate_scale(model, image, PredictSettings(), 0.99, 0.3))
+        drain(estimate_scale(model, image, PredictSettings(), 0.99))
     assert err.value.n_objects == 0
 
 
@@ -107,8 +123,8 @@ def _noise() -> np.ndarray:
 def test_auto_scale_is_suggest_from_raw_voxels(tiny):
     model, prob = tiny
     start_elsewhere = PredictSettings(scale=(2.0, 2.0, 2.0))  # auto ignores the given scale
-    steps, choice = drain(auto_scale(model, _noise(), start_elsewhere, prob, 0.3))
-    expected = drain(estimate_scale(model, _noise(), PredictSettings(), prob, 0.3))[1]
+    steps, choice = drain(auto_scale(model, _noise(), start_elsewhere, prob))
+    expected = drain(estimate_scale(model, _noise(), PredictSettings(), prob))[1]
     assert steps == [(0, 2), (1, 2), (2, 2)]
     assert choice.estimate == expected and not choice.fell_back
     scale, note = choice  # unpacks as (scale, note)
@@ -118,16 +134,16 @@ def test_auto_scale_is_suggest_from_raw_voxels(tiny):
 
 def test_auto_scale_falls_back_instead_of_failing(tiny, monkeypatch):
     model, prob = tiny
-    choice = drain(auto_scale(model, _noise(), None, 0.99, 0.3))[1]
+    choice = drain(auto_scale(model, _noise(), None, 0.99))[1]
     assert choice.scale == FALLBACK_SCALE == (1.0, 1.0, 1.0) and choice.fell_back
     assert choice.note == ("found 0 object(s), too few to measure their size: using the "
                            "fallback scale (1, 1, 1).")
     monkeypatch.setattr(object_size, "SCALE_LIMITS", (0.1, 0.1))  # would shrink to 3 voxels
-    choice = drain(auto_scale(model, _noise(), None, prob, 0.3))[1]
+    choice = drain(auto_scale(model, _noise(), None, prob))[1]
     assert choice.scale == FALLBACK_SCALE and choice.fell_back
     assert choice.note.startswith("no usable scale (The volume is too small")
     with pytest.raises(ValueError, match="constant"):  # an unusable volume is still an error
-        drain(auto_scale(model, np.ones((32, 32, 32)), None, prob, 0.3))
+        drain(auto_scale(model, np.ones((32, 32, 32)), None, prob))
 
 
 def test_suggest_targets_the_models_recorded_training_size(tmp_path):

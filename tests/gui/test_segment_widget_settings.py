@@ -50,7 +50,7 @@ def test_default_scale_is_auto_and_the_boxes_show_the_scale_used(
     assert stages[3:] == [("tiles", done, total) for done in range(total + 1)]
     model = registry.load_model(entry)
     prob, nms = widget.thresholds()
-    expected = drain(auto_scale(model, image, PredictSettings(), prob, nms))[1]
+    expected = drain(auto_scale(model, image, PredictSettings(), prob))[1]
     assert not expected.fell_back and expected.scale != FALLBACK_SCALE
     assert widget.scale() == pytest.approx(expected.scale)  # the boxes show the scale used
     meta = layer.metadata
@@ -146,12 +146,12 @@ def test_suggest_scale_failures_are_reported_and_leave_the_scale(qtbot, viewer_w
     viewer.add_image(_blobs(), name="blobs")
     widget.image_combo.setCurrentIndex(widget.image_combo.findData("blobs"))
     before = [spin.value() for spin in widget.scale_spins]
-    widget.prob_slider.setValue(0.3)  # not used: Suggest measures at the model's thresholds
+    widget.prob_slider.setValue(0.3)  # not used: Suggest measures at the model's threshold
     monkeypatch.setattr(segment_module, "model_thresholds", lambda entry: (1.0, 0.4))
     with qtbot.waitSignal(widget.run_failed, timeout=TIMEOUT) as blocker:
         widget.suggest_scale()  # nothing passes probability 1: no size to measure
         started = widget.status_label.text()
-    assert "model's thresholds (probability 1.00" in started
+    assert "model's probability threshold (1.00)" in started
     assert "too few to estimate" in blocker.args[0]
     assert "too few to estimate" in widget.status_label.text()
     assert [spin.value() for spin in widget.scale_spins] == before

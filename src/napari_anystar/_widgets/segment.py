@@ -239,17 +239,18 @@ class SegmentWidget(SegmentForm):
         worker.start()
 
     def suggest_scale(self) -> None:
-        """Measure the objects the network finds at the model's own thresholds (in a worker),
-        set the scale spins so that they get the network's training size (manual scale
-        mode), then segment again at that scale if labels of this image are shown."""
+        """Measure the objects the network finds at the model's own probability threshold
+        (in a worker), set the scale spins so that they get the network's training size
+        (manual scale mode), then segment again at that scale if labels of this image are
+        shown."""
         checked = self._sized_input()
         if checked is None:
             return
         _layer, entry, settings, volume = checked
         self._life.stop_warmup()
-        thresholds = model_thresholds(entry)  # stated: not the sliders' current values
+        prob = model_thresholds(entry)[0]  # stated: not the slider's current value
         job = read_then(volume, settings.scale,
-                        lambda read: scale_job(entry, read.data, settings, thresholds))
+                        lambda read: scale_job(entry, read.data, settings, prob))
         worker = create_worker(drive, job, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_scale_returned)
@@ -257,8 +258,8 @@ class SegmentWidget(SegmentForm):
         worker.finished.connect(job.close)
         worker.finished.connect(self._on_run_ended)
         self._outcome = ("failed", "The scale estimate stopped unexpectedly.")
-        self._start(worker, f"Measuring objects at the model's thresholds (probability "
-                            f"{thresholds[0]:.2f}, NMS {thresholds[1]:.2f})...")
+        self._start(worker, f"Measuring objects at the model's probability threshold "
+                            f"({prob:.2f})...")
 
     def _on_scale_returned(self, estimate: SizeEstimate) -> None:
         if not self._life.alive or self._outcome == ("cancelled",):

@@ -109,13 +109,12 @@ def centre_crop_box(shape: tuple[int, ...], edge: int = AUTO_CROP_EDGE) -> tuple
                  for s in shape)
 
 
-def auto_scale_task(entry: Any, crop: np.ndarray, settings: Any, prob: float, nms: float
-                    ) -> Any:
+def auto_scale_task(entry: Any, crop: np.ndarray, settings: Any, prob: float) -> Any:
     """:func:`~napari_anystar.model.object_size.auto_scale` on ``crop`` (an AutoScale)."""
     from .object_size import auto_scale
     from .registry import load_model
 
-    return result_of(auto_scale(load_model(entry), crop, settings, prob, nms))
+    return result_of(auto_scale(load_model(entry), crop, settings, prob))
 
 
 def predict_block(entry: Any, data: np.ndarray, settings: Any, thresholds: tuple[float, float],

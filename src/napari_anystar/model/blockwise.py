@@ -223,7 +223,7 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
         else:
             crop = read_box(source, centre_crop_box(source.shape))
             auto = (executor or InlineExecutor()).submit(
-                auto_scale_task, entry, crop, settings, prob, nms).result()
+                auto_scale_task, entry, crop, settings, prob).result()
             settings = replace(settings, scale=tuple(auto.scale))
     scale = tuple(float(s) for s in (settings.scale or (1.0, 1.0, 1.0)))
     settings = replace(settings, scale=scale)

@@ -2,12 +2,17 @@
 
 AnyStar networks see objects of a typical size in their 64^3 training windows. Like
 Cellpose's size model, :func:`estimate_scale` runs the network and measures the objects it
-finds: the extent along Z, Y and X of each kept polyhedron, and per axis the median over the
-objects weighted by their volume (as :data:`TRAINING_DIAMETER` is), so that a crowd of small
-spurious detections does not decide it. It returns the per-axis scale that brings that
+finds: the extent along Z, Y and X of each object's polyhedron, and per axis the median over
+the objects weighted by their volume (as :data:`TRAINING_DIAMETER` is), so that a crowd of
+small spurious detections does not decide it. It returns the per-axis scale that brings that
 object to :data:`TRAINING_DIAMETER` voxels along every axis. A second round at the suggested
 scale refines it: the network measures best near its training size. Only the image itself
 is used, no labels.
+
+The objects come from a quick greedy selection (:func:`quick_objects`), not StarDist's exact
+NMS: a median of sizes does not need StarDist's exact set, which costs seconds per round on a
+128^3 volume. On AS-Mix 128^3 the two rounds' selections took 13.9 s exact and 0.54 s quick,
+for scales within 3 %; on the 22 BBBC050 dev volumes the scales differ by a median of 1 %.
 
 :func:`auto_scale` is the default scale policy of the Segment widget and ``anystar segment``
 (:data:`DEFAULT_SCALE_POLICY`): the estimate started from raw voxels, or
@@ -24,8 +29,14 @@ import numpy as np
 
 from napari_anystar._generators import result_of
 
-from .instances import InstanceSolver
-from .predict import PredictSettings, check_volume, min_network_size, predict_network
+from ._nms3d import Geometry
+from .predict import (
+    NetworkOutput,
+    PredictSettings,
+    check_volume,
+    min_network_size,
+    predict_network,
+)
 
 #: Object diameter (voxels) the AS-Mix training windows are dominated by: the volume-weighted
 #: median equivalent diameter of AS-Mix instances after A(.) is 11.8 voxels (quartiles 8.6
@@ -78,11 +89,44 @@ class AutoScale:
         return iter((self.scale, self.note))
 
 
-def object_extents(solver: InstanceSolver, prob_thresh: float, nms_thresh: float) -> np.ndarray:
-    """Extents (n, 3) along Z, Y, X of the kept objects, in voxels of the input image."""
-    kept = solver.kept(prob_thresh, nms_thresh)
-    output = solver.output
-    vertices = output.cand_dist[kept][:, :, None] * solver.rays.vertices[None]
+def quick_objects(output: NetworkOutput, model, prob_thresh: float) -> np.ndarray:
+    """Candidates above ``prob_thresh`` kept by a greedy pass in decreasing probability
+    that drops every candidate whose centre lies inside a kept polyhedron (indices into
+    the output's candidates): about one per object, for measuring sizes."""
+    from scipy.spatial import cKDTree
+    from stardist.rays3d import rays_from_json
+
+    sel = np.flatnonzero(output.cand_prob > np.float32(prob_thresh))
+    order = sel[np.argsort(-output.cand_prob[sel], kind="stable")]
+    if len(order) < 2:
+        return order
+    rays = rays_from_json(model.config.rays_json)
+    points = output.points[order]
+    geom = Geometry(output.cand_dist[order], points, rays.vertices, rays.faces)
+    geom.ensure(np.arange(len(order)))
+    tree = cKDTree(points.astype(np.float64))
+    dropped = np.zeros(len(order), bool)
+    kept = []
+    for k in range(len(order)):
+        if dropped[k]:
+            continue
+        kept.append(k)
+        near = np.asarray(tree.query_ball_point(points[k].astype(np.float64),
+                                                float(geom.radius_outer[k]) + 1.0), np.int64)
+        near = near[(near > k) & ~dropped[near]]
+        if len(near):
+            dropped[near[geom.inside(k, points[near])]] = True
+    return order[np.array(kept, np.int64)]
+
+
+def object_extents(output: NetworkOutput, model, prob_thresh: float) -> np.ndarray:
+    """Extents (n, 3) along Z, Y, X of the :func:`quick_objects`, in voxels of the input
+    image."""
+    from stardist.rays3d import rays_from_json
+
+    kept = quick_objects(output, model, prob_thresh)
+    vertices = (output.cand_dist[kept][:, :, None]
+                * rays_from_json(model.config.rays_json).vertices[None])
     extents = vertices.max(axis=1) - vertices.min(axis=1)
     scale = np.ones(3) if output.scale is None else np.asarray(output.scale, dtype=float)
     return extents / scale
@@ -120,7 +164,6 @@ def estimate_scale(
     image: np.ndarray,
     settings: PredictSettings | None,
     prob_thresh: float,
-    nms_thresh: float,
     *,
     rounds: int = 2,
     diameter: float | None = None,
@@ -141,7 +184,7 @@ def estimate_scale(
         output = result_of(predict_network(
             model, crop, replace(settings, scale=None if scale == (1.0,) * 3 else scale,
                                  n_tiles=None)))
-        extents = object_extents(InstanceSolver(output, model), prob_thresh, nms_thresh)
+        extents = object_extents(output, model, prob_thresh)
         if len(extents) < MIN_OBJECTS:
             raise TooFewObjectsError(len(extents), scale)
         size = weighted_median(extents, np.prod(extents, axis=1))
@@ -157,7 +200,6 @@ def auto_scale(
     image: np.ndarray,
     settings: PredictSettings | None,
     prob_thresh: float,
-    nms_thresh: float,
 ) -> Generator[tuple[int, int], None, AutoScale]:
     """The default scale: :func:`estimate_scale` from raw voxels (``settings.scale`` is not
     used), or :data:`FALLBACK_SCALE` when it finds too few objects or no scale the network
@@ -165,7 +207,7 @@ def auto_scale(
     start = replace(settings or PredictSettings(), scale=None)
     check_volume(image, min_size=min_network_size(model))
     try:
-        estimate = yield from estimate_scale(model, image, start, prob_thresh, nms_thresh)
+        estimate = yield from estimate_scale(model, image, start, prob_thresh)
         check_volume(image, scale=estimate.scale, min_size=min_network_size(model))
     except TooFewObjectsError as err:
         reason = f"found {err.n_objects} object(s), too few to measure their size"

@@ -72,7 +72,7 @@ def network_job(
     refine: bool = DEFAULT_REFINE,
 ) -> Generator[Progress, None, RunResult]:
     """Network output (cached or computed) + labels; with ``auto_scaled``, at the scale
-    :func:`auto_scale` chooses first (once per volume, model, normalisation and thresholds:
+    :func:`auto_scale` chooses first (once per volume, model, normalisation and probability:
     the choice is kept in ``cache.auto_scales``); with ``refine``, outlines refined to the
     image (:mod:`.refine`)."""
     model = load_model(entry)
@@ -81,10 +81,10 @@ def network_job(
     data_fp = data_fingerprint(image)
     choice = None
     if auto_scaled:
-        auto_key = (data_fp, sha256, settings.norm, tuple(thresholds))
+        auto_key = (data_fp, sha256, settings.norm, thresholds[0])
         choice = cache.auto_scales.get(auto_key)
         if choice is None:
-            choice = yield from staged("size", auto_scale(model, image, settings, *thresholds))
+            choice = yield from staged("size", auto_scale(model, image, settings, thresholds[0]))
             cache.auto_scales[auto_key] = choice
         settings = replace(settings, scale=choice.scale)
     # the ray scale is applied to the network output, so it is part of what is cached
@@ -108,11 +108,12 @@ def scale_job(
     entry: ModelEntry,
     image: np.ndarray,
     settings: PredictSettings,
-    thresholds: tuple[float, float],
+    prob_thresh: float,
 ) -> Generator[Progress, None, SizeEstimate]:
-    """Loads the model and estimates the scale that brings the objects to training size."""
+    """Loads the model and estimates the scale that brings the objects found above
+    ``prob_thresh`` to training size."""
     model = load_model(entry)
-    return (yield from staged("size", estimate_scale(model, image, settings, *thresholds)))
+    return (yield from staged("size", estimate_scale(model, image, settings, prob_thresh)))
 
 
 class SolveLock:

@@ -290,7 +290,7 @@ def test_suggest_after_a_run_resolves_the_labels_at_the_new_scale(qtbot, viewer_
     first = _run(qtbot, widget)
     suggested = SizeEstimate((1.5, 1.25, 1.25), (8.0, 9.6, 9.6), 12)
 
-    def fake_scale_job(entry, image, settings, prob_thresh):
+    def fake_scale_job(entry, image, settings, prob_thresh, cache):
         yield "size", 0, 1
         return suggested
 

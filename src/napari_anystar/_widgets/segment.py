@@ -250,7 +250,7 @@ class SegmentWidget(SegmentForm):
         self._life.stop_warmup()
         prob = model_thresholds(entry)[0]  # stated: not the slider's current value
         job = read_then(volume, settings.scale,
-                        lambda read: scale_job(entry, read.data, settings, prob))
+                        lambda read: scale_job(entry, read.data, settings, prob, self._cache))
         worker = create_worker(drive, job, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_scale_returned)

@@ -73,6 +73,10 @@ class PredictionCache:
         self._items.move_to_end(key)
         return item
 
+    def peek(self, key: CacheKey) -> tuple[NetworkOutput, InstanceSolver] | None:
+        """The cached pair for ``key`` or None, without counting or reordering."""
+        return self._items.get(key)
+
     def put(self, key: CacheKey, output: NetworkOutput, solver: InstanceSolver) -> None:
         """Store a pair; evicts least recently used entries beyond the bounds (keeps the new)."""
         self._items[key] = (output, solver)

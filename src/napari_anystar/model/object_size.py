@@ -22,7 +22,7 @@ dev folder it beat both raw voxels and the scale from the voxel size (issue 11).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -52,6 +52,9 @@ MAX_EDGE = 160
 DEFAULT_SCALE_POLICY = "auto"
 #: Raw voxels: where :func:`auto_scale` starts, and what it uses when it cannot measure.
 FALLBACK_SCALE = (1.0, 1.0, 1.0)
+
+#: How a round runs the network: ``(crop, settings) -> predict_network``-like generator
+Network = Callable[[np.ndarray, PredictSettings], Generator[tuple[int, int], None, NetworkOutput]]
 
 
 class TooFewObjectsError(ValueError):
@@ -167,23 +170,26 @@ def estimate_scale(
     *,
     rounds: int = 2,
     diameter: float | None = None,
+    network: Network | None = None,
 ) -> Generator[tuple[int, int], None, SizeEstimate]:
     """Yields ``(step, total)`` progress; returns the :class:`SizeEstimate`.
 
-    Starts at ``settings.scale`` (none: 1). Raises :class:`TooFewObjectsError` if a round
+    Starts at ``settings.scale`` (none: 1). Each round runs ``network`` (default:
+    :func:`predict_network`; the pipeline passes one that reuses a cached output). Raises
+    :class:`TooFewObjectsError` if a round
     finds fewer than :data:`MIN_OBJECTS` objects. Closing the generator cancels it between
     rounds (a round sees at most :data:`MAX_EDGE`^3 voxels).
     """
     settings = settings or PredictSettings()
     diameter = diameter or training_diameter(model)
     scale = tuple(float(s) for s in (settings.scale or (1.0, 1.0, 1.0)))
+    network = network or (lambda crop, at: predict_network(model, crop, at))
     estimate = None
     for done in range(rounds):
         yield done, rounds
         crop = centre_crop(np.asarray(image), scale)
-        output = result_of(predict_network(
-            model, crop, replace(settings, scale=None if scale == (1.0,) * 3 else scale,
-                                 n_tiles=None)))
+        output = result_of(network(
+            crop, replace(settings, scale=None if scale == (1.0,) * 3 else scale, n_tiles=None)))
         extents = object_extents(output, model, prob_thresh)
         if len(extents) < MIN_OBJECTS:
             raise TooFewObjectsError(len(extents), scale)
@@ -200,6 +206,8 @@ def auto_scale(
     image: np.ndarray,
     settings: PredictSettings | None,
     prob_thresh: float,
+    *,
+    network: Network | None = None,
 ) -> Generator[tuple[int, int], None, AutoScale]:
     """The default scale: :func:`estimate_scale` from raw voxels (``settings.scale`` is not
     used), or :data:`FALLBACK_SCALE` when it finds too few objects or no scale the network
@@ -207,7 +215,7 @@ def auto_scale(
     start = replace(settings or PredictSettings(), scale=None)
     check_volume(image, min_size=min_network_size(model))
     try:
-        estimate = yield from estimate_scale(model, image, start, prob_thresh)
+        estimate = yield from estimate_scale(model, image, start, prob_thresh, network=network)
         check_volume(image, scale=estimate.scale, min_size=min_network_size(model))
     except TooFewObjectsError as err:
         reason = f"found {err.n_objects} object(s), too few to measure their size"

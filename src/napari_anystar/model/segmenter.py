@@ -25,12 +25,13 @@ from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_k
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import (
     AutoScale,
+    Network,
     SizeEstimate,
     auto_scale,
     estimate_scale,
     training_diameter,
 )
-from napari_anystar.model.predict import PredictSettings, predict_network
+from napari_anystar.model.predict import NetworkOutput, PredictSettings, predict_network
 from napari_anystar.model.refine import DEFAULT_REFINE, OutlineRefiner
 from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
 
@@ -84,12 +85,12 @@ def network_job(
         auto_key = (data_fp, sha256, settings.norm, thresholds[0])
         choice = cache.auto_scales.get(auto_key)
         if choice is None:
-            choice = yield from staged("size", auto_scale(model, image, settings, thresholds[0]))
+            choice = yield from staged("size", auto_scale(
+                model, image, settings, thresholds[0],
+                network=cached_network(model, entry, image, cache, data_fp)))
             cache.auto_scales[auto_key] = choice
         settings = replace(settings, scale=choice.scale)
-    # the ray scale is applied to the network output, so it is part of what is cached
-    ray_scale = getattr(model, "anystar_ray_scale", 1.0)
-    key = make_key(data_fp, f"{sha256} x{ray_scale:g}", settings)
+    key = _cache_key(model, entry, data_fp, settings)
     hit = cache.get(key)
     if hit is None:
         # closing this job closes predict_network too: it stops at the next tile
@@ -109,11 +110,43 @@ def scale_job(
     image: np.ndarray,
     settings: PredictSettings,
     prob_thresh: float,
+    cache: PredictionCache | None = None,
 ) -> Generator[Progress, None, SizeEstimate]:
     """Loads the model and estimates the scale that brings the objects found above
-    ``prob_thresh`` to training size."""
+    ``prob_thresh`` to training size (a round a Run already did is read from ``cache``)."""
     model = load_model(entry)
-    return (yield from staged("size", estimate_scale(model, image, settings, prob_thresh)))
+    return (yield from staged("size", estimate_scale(
+        model, image, settings, prob_thresh, network=cached_network(model, entry, image, cache))))
+
+
+def _cache_key(model, entry: ModelEntry, data_fp: str, settings: PredictSettings) -> Any:
+    # the ray scale is applied to the network output, so it is part of what is cached
+    ray_scale = getattr(model, "anystar_ray_scale", 1.0)
+    return make_key(data_fp, f"{model_fingerprint(entry)} x{ray_scale:g}",
+                    settings.for_model(model))
+
+
+def cached_network(model, entry: ModelEntry, image: np.ndarray, cache: PredictionCache | None,
+                   data_fp: str | None = None) -> Network:
+    """The scale estimate's network: a round over the whole ``image`` at settings a Run
+    already used reads that Run's output from ``cache`` instead of running the network."""
+
+    def network(crop: np.ndarray, settings: PredictSettings
+                ) -> Generator[tuple[int, int], None, NetworkOutput]:
+        if cache is not None and crop.shape == image.shape:
+            hit = cache.peek(_cache_key(model, entry, data_fp or data_fingerprint(image),
+                                        settings))
+            if hit is not None:
+                return _ready(hit[0])
+        return predict_network(model, crop, settings)
+
+    return network
+
+
+def _ready(output: NetworkOutput) -> Generator[tuple[int, int], None, NetworkOutput]:
+    """A network run whose output is there already."""
+    yield from ()
+    return output
 
 
 class SolveLock:

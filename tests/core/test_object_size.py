@@ -68,16 +68,19 @@ def test_quick_objects_drop_candidates_centred_inside_a_likelier_kept_one(tiny_m
     """Candidates in decreasing probability: (16,16,16) r 6 is kept; (18,16,16) lies inside
     it and goes; (16,16,24) r 3 is outside it (8 > 6) and stays; (40,40,40) far away stays;
     (41,40,40) is inside that one; a candidate below the threshold is never kept."""
+    from stardist.rays3d import rays_from_json
+
     model = registry.load_model(registry.resolve_model(tiny_model_dir))
-    n_rays = int(model.config.n_rays)
+    rays = rays_from_json(model.config.rays_json)
+    n_rays = len(rays)
     points = [(16, 16, 16), (18, 16, 16), (16, 16, 24), (40, 40, 40), (41, 40, 40), (5, 5, 5)]
     output = _output(points, [6.0, 6.0, 3.0, 4.0, 4.0, 2.0], n_rays)
     output.cand_prob[:] = [0.9, 0.85, 0.8, 0.7, 0.6, 0.3]
-    assert quick_objects(output, model, 0.5).tolist() == [0, 2, 3]
-    assert quick_objects(output, model, 0.2).tolist() == [0, 2, 3, 5]
-    assert quick_objects(output, model, 0.95).tolist() == []
+    assert quick_objects(output, rays, 0.5).tolist() == [0, 2, 3]
+    assert quick_objects(output, rays, 0.2).tolist() == [0, 2, 3, 5]
+    assert quick_objects(output, rays, 0.95).tolist() == []
     output.cand_prob[:] = [0.6, 0.85, 0.8, 0.7, 0.9, 0.3]   # now the inner ones come first
-    assert sorted(quick_objects(output, model, 0.5).tolist()) == [1, 2, 4]
+    assert sorted(quick_objects(output, rays, 0.5).tolist()) == [1, 2, 4]
 
 
 @pytest.mark.bundled_model

@@ -92,18 +92,17 @@ class AutoScale:
         return iter((self.scale, self.note))
 
 
-def quick_objects(output: NetworkOutput, model, prob_thresh: float) -> np.ndarray:
+def quick_objects(output: NetworkOutput, rays, prob_thresh: float) -> np.ndarray:
     """Candidates above ``prob_thresh`` kept by a greedy pass in decreasing probability
     that drops every candidate whose centre lies inside a kept polyhedron (indices into
-    the output's candidates): about one per object, for measuring sizes."""
+    the output's candidates; ``rays`` the model's StarDist rays): about one per object, for
+    measuring sizes."""
     from scipy.spatial import cKDTree
-    from stardist.rays3d import rays_from_json
 
     sel = np.flatnonzero(output.cand_prob > np.float32(prob_thresh))
     order = sel[np.argsort(-output.cand_prob[sel], kind="stable")]
     if len(order) < 2:
         return order
-    rays = rays_from_json(model.config.rays_json)
     points = output.points[order]
     geom = Geometry(output.cand_dist[order], points, rays.vertices, rays.faces)
     geom.ensure(np.arange(len(order)))
@@ -127,9 +126,9 @@ def object_extents(output: NetworkOutput, model, prob_thresh: float) -> np.ndarr
     image."""
     from stardist.rays3d import rays_from_json
 
-    kept = quick_objects(output, model, prob_thresh)
-    vertices = (output.cand_dist[kept][:, :, None]
-                * rays_from_json(model.config.rays_json).vertices[None])
+    rays = rays_from_json(model.config.rays_json)
+    kept = quick_objects(output, rays, prob_thresh)
+    vertices = output.cand_dist[kept][:, :, None] * rays.vertices[None]
     extents = vertices.max(axis=1) - vertices.min(axis=1)
     scale = np.ones(3) if output.scale is None else np.asarray(output.scale, dtype=float)
     return extents / scale
@@ -176,9 +175,9 @@ def estimate_scale(
 
     Starts at ``settings.scale`` (none: 1). Each round runs ``network`` (default:
     :func:`predict_network`; the pipeline passes one that reuses a cached output). Raises
-    :class:`TooFewObjectsError` if a round
-    finds fewer than :data:`MIN_OBJECTS` objects. Closing the generator cancels it between
-    rounds (a round sees at most :data:`MAX_EDGE`^3 voxels).
+    :class:`TooFewObjectsError` if a round finds fewer than :data:`MIN_OBJECTS` objects.
+    Closing the generator cancels it between rounds (a round sees at most
+    :data:`MAX_EDGE`^3 voxels).
     """
     settings = settings or PredictSettings()
     diameter = diameter or training_diameter(model)

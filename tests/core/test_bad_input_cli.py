@@ -135,7 +135,7 @@ def blob_sizes(monkeypatch):
     """A stand-in for the network's object measurement of ``--scale auto`` (a random-weight
     test model finds no real nuclei): the connected bright blobs of the image, each ~9.6
     voxels across; too few raise ``TooFewObjectsError`` as the network's count would."""
-    def estimate(model, image, settings, prob, nms, **kwargs):
+    def estimate(model, image, settings, prob, **kwargs):
         yield 0, 1
         n_objects = ndimage.label(np.asarray(image) > 400)[1]
         if n_objects < object_size.MIN_OBJECTS:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from napari_anystar._generators import mapped, result_of
-from napari_anystar.model.cache import PredictionCache, data_fingerprint, make_key
+from napari_anystar.model.cache import CacheKey, PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import (
     AutoScale,
@@ -119,7 +119,7 @@ def scale_job(
         model, image, settings, prob_thresh, network=cached_network(model, entry, image, cache))))
 
 
-def _cache_key(model, entry: ModelEntry, data_fp: str, settings: PredictSettings) -> Any:
+def _cache_key(model, entry: ModelEntry, data_fp: str, settings: PredictSettings) -> CacheKey:
     # the ray scale is applied to the network output, so it is part of what is cached
     ray_scale = getattr(model, "anystar_ray_scale", 1.0)
     return make_key(data_fp, f"{model_fingerprint(entry)} x{ray_scale:g}",
@@ -131,11 +131,13 @@ def cached_network(model, entry: ModelEntry, image: np.ndarray, cache: Predictio
     """The scale estimate's network: a round over the whole ``image`` at settings a Run
     already used reads that Run's output from ``cache`` instead of running the network."""
 
+    fingerprint = [data_fp]  # the image's, hashed once at first need
+
     def network(crop: np.ndarray, settings: PredictSettings
                 ) -> Generator[tuple[int, int], None, NetworkOutput]:
         if cache is not None and crop.shape == image.shape:
-            hit = cache.peek(_cache_key(model, entry, data_fp or data_fingerprint(image),
-                                        settings))
+            fingerprint[0] = fingerprint[0] or data_fingerprint(image)
+            hit = cache.peek(_cache_key(model, entry, fingerprint[0], settings))
             if hit is not None:
                 return _ready(hit[0])
         return predict_network(model, crop, settings)

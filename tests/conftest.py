@@ -78,6 +78,22 @@ def _bundled_models_only_when_asked(request, monkeypatch, tmp_path_factory):
         monkeypatch.setattr(registry, "BUNDLED_MODELS_DIR", tmp_path_factory.mktemp("bundled"))
 
 
+@pytest.fixture
+def network_calls(monkeypatch):
+    """Scales the segmentation pipeline runs the network at (None: raw voxels), in order."""
+    from napari_anystar.model import segmenter
+
+    calls = []
+    real = segmenter.predict_network
+
+    def counted(model, volume, settings):
+        calls.append(settings.scale)
+        return real(model, volume, settings)
+
+    monkeypatch.setattr(segmenter, "predict_network", counted)
+    return calls
+
+
 def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=(2, 2, 2),
                          n_depth: int = 2, n_filter_base: int = 8, seed: int = 0):
     """A random-weight StarDist3D saved in StarDist's own folder format; returns its folder."""

@@ -20,20 +20,6 @@ def entry(tiny_model_dir, tmp_path_factory):
     return registry.ModelEntry(folder.name, folder, "folder")
 
 
-@pytest.fixture
-def network_calls(monkeypatch):
-    """Scales the pipeline runs the network at (None: raw voxels), in order."""
-    calls = []
-    real = segmenter.predict_network
-
-    def counted(model, crop, settings):
-        calls.append(settings.scale)
-        return real(model, crop, settings)
-
-    monkeypatch.setattr(segmenter, "predict_network", counted)
-    return calls
-
-
 def _first_round(entry, image) -> tuple[float, float, float] | None:
     scale = drain(estimate_scale(registry.load_model(entry), image, None, PROB, rounds=1))[1].scale
     return None if scale == (1.0, 1.0, 1.0) else scale

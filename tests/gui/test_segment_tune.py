@@ -127,7 +127,7 @@ def test_ground_truth_labels_choose_the_mean_accuracy_thresholds(
 
 
 def test_also_trying_scales_runs_the_network_once_per_new_scale(
-        qtbot, viewer_widget, entry, tune_errors, monkeypatch):
+        qtbot, viewer_widget, entry, tune_errors, network_calls):
     viewer, widget = viewer_widget
     image = _blobs()
     viewer.add_image(image, name="blobs")
@@ -135,20 +135,13 @@ def test_also_trying_scales_runs_the_network_once_per_new_scale(
     big = _reference(entry, image, PredictSettings(scale=(1.25,) * 3))
     truth = big.labels(0.6, 0.3)  # ground truth that only the scale 1.25 reproduces
     viewer.add_labels(truth, name="truth")
-    scales = []
-    real = segmenter.predict_network
-
-    def spy(model, volume, settings):
-        scales.append(settings.scale)
-        return real(model, volume, settings)
-
-    monkeypatch.setattr(segmenter, "predict_network", spy)
+    network_calls.clear()
     widget.tune_section.scales_check.setChecked(True)
 
     with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT):  # re-run at the best scale
         result = _tune(qtbot, widget, "truth")
 
-    assert scales == [(0.75,) * 3, (1.25,) * 3]  # the run's own scale reuses its output
+    assert network_calls == [(0.75,) * 3, (1.25,) * 3]  # the run's own scale reuses its output
     assert [s for s, _ in result.per_scale] == [(1.0,) * 3, (0.75,) * 3, (1.25,) * 3]
     assert result.scale == (1.25,) * 3 and result.scale_changed and result.found.score == 1.0
     assert result.found.score > max(score for s, score in result.per_scale if s != result.scale)
@@ -156,7 +149,7 @@ def test_also_trying_scales_runs_the_network_once_per_new_scale(
     layer = _wait_for_labels(qtbot, widget, widget.thresholds())
     assert layer.metadata["scale"] == (1.25,) * 3
     np.testing.assert_array_equal(layer.data, big.labels(*widget.thresholds()))
-    assert len(scales) == 2  # the re-run came from the cache
+    assert len(network_calls) == 2  # the re-run came from the cache
     assert "scale 1.25, 1.25, 1.25" in widget.tune_section.status_label.text()
 
 

@@ -72,9 +72,11 @@ PSF_SIGMA = (0.5, 3.0)
 @lru_cache(maxsize=8)
 def build_pipeline(
     size: int, zoom: tuple[float, float] = DEFAULT_ZOOM, spatial: bool = True,
-    aligned: bool = True,
+    aligned: bool = True, random_crop: bool = True,
 ) -> Compose:
-    """The MONAI Compose of A(.) (without the final noise) for a ``size^3`` output."""
+    """The MONAI Compose of A(.) (without the final noise) for a ``size^3`` output
+    (``random_crop`` False: step 2 crops ``size^3``, the pipeline before MONAI 1.1's
+    defaults were matched; the November 2026 model's training data)."""
     # imported here: monai.transforms takes seconds to import
     from monai.transforms import (
         CenterSpatialCropd,
@@ -126,7 +128,7 @@ def build_pipeline(
     return Compose(
         [
             ScaleIntensityd(image),
-            RandSpatialCropd(both, roi_size=(size,) * 3, random_size=True),
+            RandSpatialCropd(both, roi_size=(size,) * 3, random_size=random_crop),
             RandZoomd(both, prob=1.0, min_zoom=zoom[0], max_zoom=zoom[1],
                       mode=("trilinear", "nearest-exact" if aligned else "nearest"),
                       padding_mode="reflect",
@@ -195,11 +197,12 @@ def augment(
     spatial: bool = True,
     axial_blur_prob: float = 0.0,
     aligned: bool = True,
+    random_crop: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A(g(L)), A(L): float32 image in [0, 1] and int32 labels (ids not yet unique), ``size^3``."""
     from monai.data import get_track_meta, set_track_meta
 
-    pipeline = build_pipeline(size, tuple(zoom), spatial, aligned)
+    pipeline = build_pipeline(size, tuple(zoom), spatial, aligned, random_crop)
     data = {
         "image": torch.from_numpy(np.ascontiguousarray(image, np.float32)[None]),
         "label": torch.from_numpy(np.ascontiguousarray(labels, np.float32)[None]),

@@ -67,6 +67,7 @@ class SynthSettings:
     axial_blur: float = 0.0  # probability of a blur along one axis (an elongated PSF)
     psf_blur: float = 0.0  # probability of an isotropic PSF blur of g(L) before A(.)
     aligned_zoom: bool = True  # False: the reference's half-voxel label shift (ablation only)
+    random_crop: bool = True  # False: a fixed size^3 first crop, as before 2957b69 (ablation only)
 
     def validate(self) -> None:
         """Raise ValueError with a one-line, user-facing message if a setting is unusable."""
@@ -174,7 +175,7 @@ def _attempt(generator: str, seed: int, attempt: int, settings: SynthSettings, k
         image, aug_labels = augment(
             rngs[3], clean, label_map, settings.size, zoom=tuple(settings.zoom_range),
             spatial=settings.augment_spatial, axial_blur_prob=float(settings.axial_blur),
-            aligned=settings.aligned_zoom,
+            aligned=settings.aligned_zoom, random_crop=settings.random_crop,
         )
         if keep:
             stages["augmented_image"] = image

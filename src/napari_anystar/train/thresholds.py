@@ -10,8 +10,10 @@ the volumes are :func:`tuning_volumes`: no real image ever chooses a model's thr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -92,3 +94,19 @@ def tune_thresholds(
         min_prob=max(candidate_floor(solvers), solvers[0].output.min_prob))
     choice = yield from mapped(search, lambda tried: len(images) + tried)
     return {"prob": float(np.clip(choice.prob, 1e-3, 0.999)), "nms": float(choice.nms)}
+
+
+def recipe_thresholds(model, folder: str | Path) -> Generator[int, None, dict[str, float]]:
+    """:func:`tune_thresholds` for a trained synthetic model as it predicts today (its
+    normalisation and ray scale, as ``registry.load_model`` sets them) on its recipe's
+    held-out tuning volumes (generator, seed and synthesis settings from ``training.json``);
+    yields progress like :func:`tune_thresholds`."""
+    from napari_anystar.synth import SynthSettings
+
+    record = json.loads((Path(folder) / "training.json").read_text(encoding="utf-8"))
+    recorded = record["data"].get("synth_settings") or {}  # None: runs from before it was kept
+    synth = SynthSettings(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in recorded.items()})
+    volumes = tuning_volumes(record["recipe"]["generator"], record["seed"], synth)
+    return (yield from tune_thresholds(model, [v[0] for v in volumes], [v[1] for v in volumes],
+                                       model.anystar_normalization))

@@ -150,7 +150,6 @@ def test_crop_has_random_size_and_elastic_cuts_the_centre(blobs):
     assert tuple(out["image"].shape[1:]) == tuple(out["label"].shape[1:]) == (SIZE,) * 3
 
 
-
 def test_fixed_crop_of_the_november_model_for_ablations(blobs):
     """``random_crop=False``: every first crop is SIZE^3 (the pipeline before 2957b69); the
     generator passes its ``SynthSettings.random_crop`` through."""
@@ -166,6 +165,7 @@ def test_fixed_crop_of_the_november_model_for_ablations(blobs):
     default = generate("as-mix", 3, SynthSettings())
     assert fixed.image.shape == default.image.shape == (64,) * 3
     assert not np.array_equal(fixed.labels > 0, default.labels > 0)
+
 
 def _sphere(shape=(72, 72, 72), centre=(33.3, 37.6, 35.2), radius=11.0):
     grid = np.indices(shape, dtype=np.float32)

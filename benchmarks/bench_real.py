@@ -20,8 +20,13 @@ Every row but ``default_unrefined`` refines outlines unless ``--no-refine`` is g
 * ``voronoi_otsu``: Voronoi-Otsu labelling (Gaussian blur, local-maxima seeds, Otsu mask,
   seeded watershed) with its two sigmas chosen on this folder.
 
+``--resample F`` first resamples every volume by ``F`` per axis (images linearly, labels by
+nearest neighbour): the same specimens as a microscope sampling ``F`` times finer would record
+them (the voxel size is divided by ``F``), to check that the rows do not depend on the
+sampling.
+
 Usage: python benchmarks/bench_real.py --data /work/shared/data/bbbc050-dev
-       --voxel-size 1.75 0.8 0.8 [--model as-mix-lite]
+       --voxel-size 1.75 0.8 0.8 [--model as-mix-lite] [--resample 2]
 Prints one JSON object on the last line.
 """
 
@@ -62,6 +67,16 @@ def read_pairs(data: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if not pairs:
         raise SystemExit(f"no *_image.tif / *_labels.tif pairs in {data}")
     return pairs
+
+
+def resampled(pairs, factor: float):
+    """``pairs`` with images zoomed by ``factor`` (linear) and labels (nearest neighbour)."""
+    if factor == 1:
+        return pairs
+    from scipy import ndimage as ndi
+
+    return [(name, ndi.zoom(image, factor, order=1), ndi.zoom(labels, factor, order=0))
+            for name, image, labels in pairs]
 
 
 def network_outputs(model, images, scale):
@@ -208,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--z-ratios", type=float, nargs="+", default=None,
                     help="Z/XY rescale ratios tried in the tuning (default: Z/X voxel size, "
                          "its square root, and 1)")
+    ap.add_argument("--resample", type=float, default=1.0, metavar="F",
+                    help="resample the volumes by F per axis first (default 1: as read)")
     ap.add_argument("--no-baseline", action="store_true", help="skip Voronoi-Otsu")
     ap.add_argument("--no-refine", action="store_true",
                     help="StarDist's own outlines in every row (no outline refinement)")
@@ -227,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no model available")
     model = load_model(entry)
     prob, nms = model_thresholds(entry)
-    pairs = read_pairs(args.data)
-    voxel = np.asarray(args.voxel_size, dtype=float)
+    if not args.resample > 0:
+        raise SystemExit(f"--resample must be positive, got {args.resample}")
+    pairs = resampled(read_pairs(args.data), args.resample)
+    voxel = np.asarray(args.voxel_size, dtype=float) / args.resample
     from_voxel_size = tuple(round(float(v), 4) for v in voxel / voxel[-1])
     raw_voxels = (1.0, 1.0, 1.0)
     scales = list(dict.fromkeys([from_voxel_size, raw_voxels]))
@@ -245,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "data": str(args.data), "n_volumes": len(pairs),
         "n_objects": int(sum(len(np.unique(lbl)) - 1 for _, _, lbl in pairs)),
-        "voxel_size": list(args.voxel_size), "model": entry.name, "model_path": str(entry.path),
+        "voxel_size": voxel.tolist(), "resample": args.resample, "model": entry.name,
+        "model_path": str(entry.path),
         "normalization": model.anystar_normalization.describe(),
         "default": default, "default_unrefined": default_unrefined,
         "default_raw_voxels": untuned[raw_voxels], "voxel_size_scale": untuned[from_voxel_size],
@@ -254,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_baseline:
         start = time.perf_counter()
-        result["voronoi_otsu"] = evaluate_voronoi_otsu(pairs, args.voxel_size)
+        result["voronoi_otsu"] = evaluate_voronoi_otsu(pairs, tuple(voxel))
         result["voronoi_otsu_eval_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(result))
     return 0

@@ -173,3 +173,79 @@ def test_suggest_targets_the_models_recorded_training_size(tmp_path):
     diameters = equivalent_diameters(labels)
     assert np.allclose(sorted(diameters), [(6 * 8 / np.pi) ** (1 / 3), (6000 / np.pi) ** (1 / 3)])
     assert volume_weighted_median(diameters) == pytest.approx(12.407, abs=1e-3)
+
+
+class PieceCutter:
+    """A stand-in network that sees objects of ``size`` input voxels on a regular grid and,
+    like a network trained on smaller objects, cuts any that look larger than ``max_whole``
+    voxels into pieces of ``piece`` voxels. Records the scales it was run at."""
+
+    def __init__(self, n_rays: int, size: float, max_whole: float = 20.0, piece: float = 14.0):
+        self.n_rays, self.size, self.max_whole, self.piece = n_rays, size, max_whole, piece
+        self.scales: list[float] = []
+
+    def __call__(self, crop, settings):
+        s = 1.0 if settings.scale is None else settings.scale[0]
+        self.scales.append(s)
+        shape = tuple(round(n * s) for n in crop.shape)
+        apparent = self.size * s
+        extent = self.piece if apparent > self.max_whole else apparent
+        centres = [np.arange(extent / 2, n - extent / 2 + 1e-6, extent) for n in shape]
+        points = np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, 3)
+        output = _output(np.rint(points), [extent / 2] * len(points), self.n_rays,
+                         scale=settings.scale, shape=shape)
+        yield from ()
+        return output
+
+
+@pytest.mark.parametrize(("size", "edge", "first"), [(32.0, 128, 0.5), (64.0, 160, 0.25)])
+def test_objects_cut_into_pieces_start_the_estimate_at_a_coarser_scale(tiny_model_dir, size,
+                                                                      edge, first):
+    """Objects 32 or 64 voxels across, which the network cuts into 14-voxel pieces while they
+    look larger than 20: the first round halves the scale until they are whole, and the
+    estimate brings them to the training size. Without that rule it stays far too large."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    image = np.random.default_rng(0).random((edge,) * 3, np.float32)
+    cutter = PieceCutter(int(model.config.n_rays), size)
+    steps, estimate = drain(estimate_scale(model, image, None, 0.5, network=cutter))
+    assert steps == [(0, 2), (1, 2), (2, 2)]
+    want = TRAINING_DIAMETER / size
+    np.testing.assert_allclose(estimate.scale, want, rtol=0.1)
+    assert min(cutter.scales) < 0.5 * max(cutter.scales)
+    assert estimate.coarse_start == (first,) * 3
+    choice = drain(auto_scale(model, image, None, 0.5,
+                              network=PieceCutter(int(model.config.n_rays), size)))[1]
+    assert choice.scale == estimate.scale
+    assert choice.note.endswith(f"Measured first at ({first:g}, {first:g}, {first:g}), because "
+                                "at raw voxels the network cut the objects into pieces.")
+
+    naive = PieceCutter(int(model.config.n_rays), size)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(object_size, "FRAGMENT_RATIO", np.inf)
+        stuck = drain(estimate_scale(model, image, None, 0.5, network=naive))[1]
+    assert min(stuck.scale) > 1.4 * want
+
+
+def test_objects_below_training_size_never_try_a_coarser_scale(tiny_model_dir):
+    """Objects the network measures below the training size are not pieces: no round runs
+    at half the scale (small objects would vanish there and look like fragments)."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    image = np.random.default_rng(0).random((64, 64, 64), np.float32)
+    cutter = PieceCutter(int(model.config.n_rays), 8.0)
+    estimate = drain(estimate_scale(model, image, None, 0.5, network=cutter))[1]
+    assert cutter.scales[0] == 1.0 and cutter.scales[1] == pytest.approx(1.5)
+    assert len(cutter.scales) == 2 and estimate.coarse_start is None
+    np.testing.assert_allclose(estimate.scale, TRAINING_DIAMETER / 8.0, rtol=0.05)
+
+
+def test_whole_objects_that_merge_at_half_scale_keep_the_raw_voxel_start(tiny_model_dir):
+    """Training-size objects (20 voxels, whole) that halve in number at half the scale are
+    not pieces: the estimate starts at raw voxels, as before."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    image = np.random.default_rng(0).random((96, 96, 96), np.float32)
+    cutter = PieceCutter(int(model.config.n_rays), 20.0, max_whole=24.0)
+    estimate = drain(estimate_scale(model, image, None, 0.5, network=cutter))[1]
+    assert cutter.scales[:2] == [1.0, 0.5]  # the check ran and found no pieces
+    assert cutter.scales[2] == pytest.approx(TRAINING_DIAMETER / 20.0, rel=0.05)
+    np.testing.assert_allclose(estimate.scale, TRAINING_DIAMETER / 20.0, rtol=0.1)
+    assert estimate.coarse_start is None

@@ -44,22 +44,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from napari_anystar._generators import result_of
+from napari_anystar.train.recipe import FRAGMENT_IGNORE_VOXELS
 
+#: fragments as ignore, set explicitly: fine-tunes (``--from``) leave it off by default
+FIXES = {"fragment_ignore": FRAGMENT_IGNORE_VOXELS}
 #: name -> (TrainSettings overrides, SynthSettings overrides)
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "current": ({"fragment_ignore": 0, "normalize": False, "pool_refresh": 20},
                 {"aligned_zoom": False}),
     "aligned": ({"fragment_ignore": 0, "normalize": False, "pool_refresh": 20}, {}),
-    "fragments": ({"normalize": False, "pool_refresh": 20}, {"aligned_zoom": False}),
-    "fixes": ({"pool_refresh": 20}, {}),
-    "fixes_refresh": ({"pool_refresh": 2}, {}),
-    "fixes_refresh_axial": ({"pool_refresh": 2}, {"axial_blur": 0.3}),
-    "fixes_refresh_small": ({"pool_refresh": 2}, {"zoom_range": (0.4, 0.9)}),
-    "fixes_refresh_psf": ({"pool_refresh": 2}, {"psf_blur": 0.8}),
+    "fragments": ({**FIXES, "normalize": False, "pool_refresh": 20}, {"aligned_zoom": False}),
+    "fixes": ({**FIXES, "pool_refresh": 20}, {}),
+    "fixes_refresh": ({**FIXES, "pool_refresh": 2}, {}),
+    "fixes_refresh_axial": ({**FIXES, "pool_refresh": 2}, {"axial_blur": 0.3}),
+    "fixes_refresh_small": ({**FIXES, "pool_refresh": 2}, {"zoom_range": (0.4, 0.9)}),
+    "fixes_refresh_psf": ({**FIXES, "pool_refresh": 2}, {"psf_blur": 0.8}),
     # the first crop of A(.) as the November model was trained (fixed size^3, before 2957b69)
     "current_fixed_crop": ({"fragment_ignore": 0, "normalize": False, "pool_refresh": 20},
                            {"aligned_zoom": False, "random_crop": False}),
-    "fixes_fixed_crop": ({"pool_refresh": 20}, {"random_crop": False}),
+    "fixes_fixed_crop": ({**FIXES, "pool_refresh": 20}, {"random_crop": False}),
 }
 SYNTH_SEEDS = 9300
 SYNTH_VOLUMES = 6

@@ -48,6 +48,7 @@ from .predict import (
     check_volume,
     min_network_size,
     predict_network,
+    scaled_shape,
 )
 
 #: Object diameter (voxels) the AS-Mix training windows are dominated by: the volume-weighted
@@ -206,7 +207,7 @@ def estimate_scale(
         return _measure(model, image, settings, at, prob_thresh, diameter, network)
 
     estimate, start = None, scale
-    first = start
+    first = scale  # where the first round ran (moved by _coarse_start)
     for done in range(rounds):
         yield done, rounds
         estimate, density = measure(scale)
@@ -246,10 +247,11 @@ def _coarse_start(model, image: np.ndarray, scale: tuple[float, ...], estimate: 
     :data:`FRAGMENT_RATIO` times as densely as at half that scale; see the module note)."""
     while np.prod(np.array(estimate.object_size) * scale) >= diameter ** 3:
         coarser = tuple(s / 2 for s in scale)
+        if min(scaled_shape(np.shape(image), coarser)) < min_network_size(model):
+            break
         try:
-            check_volume(image, scale=coarser, min_size=min_network_size(model))
             coarse, coarse_density = measure(coarser)
-        except ValueError:  # too small for the network there, or too few objects
+        except ValueError:  # too few objects there, or a crop the network rejects
             break
         if density < FRAGMENT_RATIO * coarse_density:
             break

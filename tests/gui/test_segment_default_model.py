@@ -42,6 +42,9 @@ def test_widget_starts_on_the_shipped_model_and_finds_nuclei(make_napari_viewer,
     with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
         widget.run()
     layer = blocker.args[0]
+    assert widget.refine_check.isChecked()  # the default: refined outlines follow
+    qtbot.waitUntil(lambda: not widget.labels_pending(), timeout=TIMEOUT)
+    assert widget.status_label.text().endswith(")."), widget.status_label.text()
     assert errors == []
     assert layer.metadata["model"] == registry.DEFAULT_MODEL_NAME
     assert layer.metadata["ray_scale"] == registry.ray_scale(entry.path) > 1.0
@@ -76,6 +79,7 @@ def test_suggest_scale_sets_the_spins_and_the_run_uses_them(make_napari_viewer, 
     with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
         widget.run()
     layer = blocker.args[0]
+    qtbot.waitUntil(lambda: not widget.labels_pending(), timeout=TIMEOUT)  # refined outlines
     assert tuple(layer.metadata["scale"]) == pytest.approx(estimate.scale)
     truth = ndi.zoom(sample.labels, 1.6, order=0).astype(np.int32)
     scores = pooled_scores([truth], [np.asarray(layer.data, np.int32)], (0.5,))

@@ -22,11 +22,23 @@ def viewer_widget(make_napari_viewer, entry, errors):
     return viewer, widget
 
 
+def _refined(widget) -> bool:
+    """Nothing pending: the refined outlines (or StarDist's labels, unticked) are shown."""
+    return not widget.labels_pending() and widget.progress_bar.maximum() == 1
+
+
+def _run_refined(qtbot, widget):
+    """Run, then wait for the refined outlines that follow StarDist's labels."""
+    layer = _run(qtbot, widget)
+    qtbot.waitUntil(lambda: _refined(widget), timeout=TIMEOUT)
+    return layer
+
+
 def _toggle_and_wait(qtbot, widget, checked: bool):
     """Tick/untick the checkbox and wait for the labels it asks for; returns the layer."""
     with qtbot.waitSignal(widget.labels_updated, timeout=TIMEOUT) as blocker:
         widget.refine_check.setChecked(checked)
-    qtbot.waitUntil(lambda: not widget._live._busy, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.labels_pending(), timeout=TIMEOUT)
     return blocker.args[0]
 
 
@@ -57,17 +69,27 @@ def test_toggling_refinement_re_solves_the_shown_labels(qtbot, viewer_widget, mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(segmenter, "predict_network", counting)
+    shown: list[np.ndarray] = []
+    widget.labels_updated.connect(lambda lay: shown.append(lay.data.copy()))
 
-    layer = _run(qtbot, widget)
-
+    layer = _run(qtbot, widget)  # the Run ends as soon as StarDist's labels are shown
     result = widget._run.result
     prob, nms = widget.thresholds()
     plain = result.solver.labels(prob, nms)
+    np.testing.assert_array_equal(layer.data, plain)
+    assert widget.status_label.text() == f"{plain.max()} objects (network); refining outlines..."
+    assert widget.progress_bar.maximum() == 0  # busy: the refined outlines are on their way
+    qtbot.waitUntil(lambda: _refined(widget), timeout=TIMEOUT)
+
     refined = result.refiner(plain)
-    assert result.refined and result.refiner.image is widget._run.volume.data
+    assert result.refiner.image is widget._run.volume.data
     assert refined.max() == plain.max() > 0 and np.sum(refined != plain) > 50
+    assert len(shown) == 2  # StarDist's labels, then (same layer) their refined outlines
+    np.testing.assert_array_equal(shown[0], plain)
     np.testing.assert_array_equal(layer.data, refined)
     assert layer.metadata["n_objects"] == plain.max()
+    assert widget.status_label.text() == (f"{plain.max()} objects (probability {prob:.2f}, "
+                                          f"NMS {nms:.2f}).")
 
     assert _toggle_and_wait(qtbot, widget, False) is layer  # the same layer, StarDist's labels
     np.testing.assert_array_equal(layer.data, plain)
@@ -79,7 +101,7 @@ def test_toggling_refinement_re_solves_the_shown_labels(qtbot, viewer_widget, mo
     widget.refine_check.setChecked(False)  # a slider move keeps the choice
     with qtbot.waitSignal(widget.labels_updated, timeout=TIMEOUT):
         widget.prob_slider.setValue(0.7)
-    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7 and not widget._live._busy,
+    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7 and not widget.labels_pending(),
                     timeout=TIMEOUT)
     np.testing.assert_array_equal(layer.data, result.solver.labels(0.7, nms))
 
@@ -98,7 +120,8 @@ def test_unticked_run_shows_stardist_labels(qtbot, viewer_widget):
     layer = _run(qtbot, widget)
 
     result = widget._run.result
-    assert not result.refined
+    assert not result.refined and _refined(widget)  # nothing follows StarDist's labels
+    assert widget.status_label.text().endswith("objects (network).")
     np.testing.assert_array_equal(layer.data, result.solver.labels(*widget.thresholds()))
     assert _toggle_and_wait(qtbot, widget, True) is layer
     np.testing.assert_array_equal(layer.data,
@@ -110,7 +133,7 @@ def test_a_slider_move_shows_stardist_labels_then_their_refined_outlines(qtbot, 
     viewer, widget = viewer_widget
     viewer.add_image(_blobs(), name="blobs")
     widget.set_scale((1.0, 1.0, 1.0))
-    layer = _run(qtbot, widget)
+    layer = _run_refined(qtbot, widget)
     result, (_, nms) = widget._run.result, widget.thresholds()
     shown: list[tuple[np.ndarray, str, bool]] = []
     widget.labels_updated.connect(
@@ -118,7 +141,7 @@ def test_a_slider_move_shows_stardist_labels_then_their_refined_outlines(qtbot, 
                                   widget.progress_bar.maximum() == 0)))
 
     widget.prob_slider.setValue(0.7)
-    qtbot.waitUntil(lambda: len(shown) == 2 and not widget._live._busy, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(shown) == 2 and not widget.labels_pending(), timeout=TIMEOUT)
 
     plain = result.solver.labels(0.7, nms)
     (first, first_status, first_busy), (last, last_status, _) = shown
@@ -139,7 +162,7 @@ def test_a_newer_slider_move_skips_the_refinement_of_an_older_one(qtbot, viewer_
     viewer, widget = viewer_widget
     viewer.add_image(_blobs(), name="blobs")
     widget.set_scale((1.0, 1.0, 1.0))
-    layer = _run(qtbot, widget)
+    layer = _run_refined(qtbot, widget)
     result, (_, nms) = widget._run.result, widget.thresholds()
     release, started, refined = threading.Event(), threading.Event(), []
     real_labels, real_refiner = result.solver.labels, result.refiner
@@ -161,7 +184,7 @@ def test_a_newer_slider_move_skips_the_refinement_of_an_older_one(qtbot, viewer_
     widget.prob_slider.setValue(0.7)
     qtbot.waitUntil(lambda: widget._live._queued is not None, timeout=TIMEOUT)
     release.set()
-    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7 and not widget._live._busy
+    qtbot.waitUntil(lambda: layer.metadata["prob_thresh"] == 0.7 and not widget.labels_pending()
                     and widget.progress_bar.maximum() == 1, timeout=TIMEOUT)
 
     plain = result.solver.labels(0.7, nms)

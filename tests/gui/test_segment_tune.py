@@ -64,7 +64,7 @@ def _wait_for_labels(qtbot, widget, thresholds):
     layer = _our_labels(widget.viewer)
     qtbot.waitUntil(lambda: (layer.metadata["prob_thresh"], layer.metadata["nms_thresh"])
                     == thresholds, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: not widget._live._busy, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.labels_pending(), timeout=TIMEOUT)
     return layer
 
 

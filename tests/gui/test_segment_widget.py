@@ -119,7 +119,7 @@ def test_threshold_sliders_update_the_same_layer(qtbot, viewer_widget, entry):
     for value in (0.9, 0.7, 0.3, 0.2):  # a burst: only the latest request is shown
         widget.nms_slider.setValue(value)
     prob, nms = _set_and_wait(qtbot, widget, widget.nms_slider, 0.5)
-    qtbot.waitUntil(lambda: not widget._live._busy, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.labels_pending(), timeout=TIMEOUT)
     np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
     assert len(_labels_layers(viewer)) == 1
 

@@ -67,10 +67,23 @@ class LiveThresholds(QObject):
             self._timer.start()
             self.pending.emit(True)
 
-    def _request(self) -> None:
+    def busy(self) -> bool:
+        """Is an answer scheduled or being solved (labels on their way)?"""
+        return self._busy or self._timer.isActive()
+
+    def refine_shown(self) -> bool:
+        """Refine the outlines of the labels on screen now (StarDist's, of the current
+        thresholds: a Run shows them before their refinement); ``pending`` says False once
+        they are shown. False (nothing to do) without a refiner."""
+        if self._solver is None or self._refiner is None:
+            return False
+        self._request(plain_shown=True)
+        return True
+
+    def _request(self, plain_shown: bool = False) -> None:
         self._serial += 1
         request = (self._serial, self._target, self._solver, self._refiner,
-                   *self._thresholds())
+                   *self._thresholds(), plain_shown)
         if self._busy:
             self._queued = request
             self._worker.quit()  # the running answer is stale: skip its refinement
@@ -78,10 +91,10 @@ class LiveThresholds(QObject):
             self._start(request)
 
     def _start(self, request: tuple) -> None:
-        _, _, solver, refiner, prob, nms = request
+        _, _, solver, refiner, prob, nms, plain_shown = request
         self._busy = True
         worker = create_worker(solve_in_stages, solver, prob, nms, refiner,
-                               _ignore_errors=True)
+                               plain_shown=plain_shown, _ignore_errors=True)
         worker.yielded.connect(lambda solved: self._on_returned(request, solved, True))
         worker.returned.connect(lambda solved: self._on_returned(request, solved, False))
         worker.errored.connect(self._on_errored)
@@ -90,7 +103,7 @@ class LiveThresholds(QObject):
         worker.start()
 
     def _on_returned(self, request: tuple, solved: tuple, refining: bool) -> None:
-        serial, target, _, _, prob, nms = request
+        serial, target, _, _, prob, nms, _ = request
         if self._alive() and serial == self._serial and target is self._target:
             self.solved.emit(target, *solved, prob, nms, refining)
 

@@ -39,6 +39,7 @@ class RunRecord:
     thresholds: tuple[float, float]  # (prob, nms) the run's labels were made with
     metadata: dict[str, Any]
     result: RunResult | None = None
+    note: str = ""  # what the status says of the run (input read, auto scale), once it ran
 
 
 def run_metadata(entry: registry.ModelEntry, input_name: str, volume: InputVolume,

@@ -196,6 +196,10 @@ class SegmentWidget(SegmentForm):
             device=self.device_combo.currentData(),
         )
 
+    def labels_pending(self) -> bool:
+        """Are labels for the sliders' thresholds (or their refined outlines) on their way?"""
+        return self._live.busy()
+
     def thresholds(self) -> tuple[float, float]:
         """The (probability, NMS) thresholds of the sliders."""
         return float(self.prob_slider.value()), float(self.nms_slider.value())
@@ -211,12 +215,12 @@ class SegmentWidget(SegmentForm):
         metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode())
         pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
         auto_scaled = self.scale_mode() == "auto"
-        refine = self.refine_check.isChecked()
 
         def segment(read: InputVolume) -> Any:  # in the worker, once the volume is read
             pending.volume = read
+            # StarDist's labels first: the outlines are refined after they are shown
             return network_job(entry, read.data, settings, pending.thresholds, self._cache,
-                               auto_scaled=auto_scaled, refine=refine)
+                               auto_scaled=auto_scaled, refine=False)
 
         job = read_then(volume, settings.scale, segment)
         worker = create_worker(drive, job, _ignore_errors=True)  # errors: _on_run_errored
@@ -310,7 +314,8 @@ class SegmentWidget(SegmentForm):
         pending.result = result
         self._run = pending
         # older threshold results are stale now
-        self._live.set_target(pending, result.solver, self._refiner_for(result))
+        refiner = self._refiner_for(result)
+        self._live.set_target(pending, result.solver, refiner)
         if result.cached:
             self.progress_bar.setFormat("cached network output")
             self.progress_bar.setRange(0, 1)
@@ -321,8 +326,10 @@ class SegmentWidget(SegmentForm):
             show_probability(self.viewer, self._run)
         source = "cached network output" if result.cached else "network"
         scale_note = f"Auto scale: {auto.note}" if auto is not None else ""
+        pending.note = " ".join(filter(None, [pending.volume.note, scale_note]))
+        refining = "; refining outlines..." if refiner is not None else "."
         self.status_label.setText(" ".join(filter(None, [
-            pending.volume.note, scale_note, f"{result.n_objects} objects ({source})."])))
+            pending.note, f"{result.n_objects} objects ({source}){refining}"])))
         self._outcome = ("finished", layer)
 
     def _on_run_errored(self, exc: Exception) -> None:
@@ -361,6 +368,8 @@ class SegmentWidget(SegmentForm):
         if outcome == "finished":
             if self.thresholds() != self._run.thresholds:
                 self._live.schedule()  # the sliders moved while the network ran
+            elif self._live.refine_shown():  # StarDist's labels are shown: refine them
+                self.progress_bar.setRange(0, 0)  # busy until the refined outlines are shown
             self._start_warmup()
 
     def _report(self, exc: Exception) -> str:
@@ -394,10 +403,10 @@ class SegmentWidget(SegmentForm):
     def _on_solved(self, run: RunRecord, labels: Any, n_objects: int, object_prob: Any,
                    prob: float, nms: float, refining: bool) -> None:
         if run is self._run:
-            self.status_label.setText(
-                f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})"
-                + ("; refining outlines..." if refining else ".")
-            )
+            note = run.note if (prob, nms) == run.thresholds else ""
+            self.status_label.setText(" ".join(filter(None, [
+                note, f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})"
+                + ("; refining outlines..." if refining else ".")])))
             self._show_labels(labels, n_objects, object_prob, prob, nms)
 
     def _start_warmup(self) -> None:

@@ -199,18 +199,20 @@ def solve(solver: InstanceSolver, prob: float, nms: float,
 
 
 def solve_in_stages(solver: InstanceSolver, prob: float, nms: float,
-                    refiner: OutlineRefiner | None = None
+                    refiner: OutlineRefiner | None = None, *, plain_shown: bool = False
                     ) -> Generator[tuple[np.ndarray, int, np.ndarray], None,
                                    tuple[np.ndarray, int, np.ndarray]]:
     """:func:`solve` in two stages: with a ``refiner``, StarDist's answer is yielded before
-    the refinement (the slow part) runs; returns the final answer."""
+    the refinement (the slow part) runs, unless ``plain_shown`` (it is on screen already);
+    returns the final answer."""
     with _SOLVE_LOCK.foreground():
         labels = solver.labels(prob, nms)
         object_prob = solver.object_probabilities(prob, nms)
     n_objects = len(object_prob) - 1  # labels are numbered 1..n
     if refiner is None:
         return labels, n_objects, object_prob
-    yield labels, n_objects, object_prob
+    if not plain_shown:
+        yield labels, n_objects, object_prob
     return refiner(labels), n_objects, object_prob
 
 

@@ -201,8 +201,8 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
     intensities (normalisation, and refinement with ``refine``) on the whole volume and, with
     ``auto_scaled``, choose the scale on a centre crop (on ``executor``). ValueError (one
     line) for an unusable input or store."""
-    from .model_settings import model_normalization, object_diameter, ray_scale
-    from .object_size import TRAINING_DIAMETER
+    from .model_settings import model_normalization, ray_scale
+    from .object_size import folder_training_diameter
     from .predict import PredictSettings
     from .registry import model_fingerprint, model_thresholds
 
@@ -232,7 +232,7 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
     grid = plan_grid(source.shape, scale, block_size, margin, network_divisor(config))
     spec = None
     if refine:
-        size = object_diameter(entry.path) or TRAINING_DIAMETER
+        size = folder_training_diameter(entry.path)
         spec = RefineSpec.plan(tuple(size / s for s in scale), sample, grid.margin)
     del sample
     attributes = {

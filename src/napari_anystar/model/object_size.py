@@ -180,6 +180,13 @@ def training_diameter(model) -> float:
     return getattr(model, "anystar_object_diameter", None) or TRAINING_DIAMETER
 
 
+def folder_training_diameter(folder) -> float:
+    """:func:`training_diameter` of a model folder, read without loading the model."""
+    from .model_settings import object_diameter
+
+    return object_diameter(folder) or TRAINING_DIAMETER
+
+
 def estimate_scale(
     model,
     image: np.ndarray,

@@ -259,6 +259,23 @@ def test_solve_refines_only_with_a_refiner(network):
     assert np.sum(refined != plain) > 100  # ... with other outlines (measured: ~460 voxels)
 
 
+def test_solve_in_stages_yields_stardists_labels_first_unless_they_are_shown(network):
+    _, _, solver, refiner = network
+    plain = solver.labels(0.5, 0.35)
+    staged, result = drain(segmenter.solve_in_stages(solver, 0.5, 0.35, refiner))
+    assert len(staged) == 1  # StarDist's labels, before the slow refinement
+    np.testing.assert_array_equal(staged[0][0], plain)
+    np.testing.assert_array_equal(result[0], refiner(plain))
+    shown, again = drain(segmenter.solve_in_stages(solver, 0.5, 0.35, refiner,
+                                                   plain_shown=True))
+    assert shown == []  # already on screen (a Run shows them): only the refined outlines
+    np.testing.assert_array_equal(again[0], result[0])
+    assert again[1] == result[1] == plain.max()
+    unrefined, alone = drain(segmenter.solve_in_stages(solver, 0.5, 0.35))
+    assert unrefined == []  # nothing to follow without a refiner
+    np.testing.assert_array_equal(alone[0], plain)
+
+
 def test_network_job_refines_unless_told_not_to(network):
     entry, image, solver, _ = network
     cache, settings = PredictionCache(), PredictSettings(scale=(1.0, 1.0, 1.0))

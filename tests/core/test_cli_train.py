@@ -98,10 +98,27 @@ def test_existing_output_folder_is_an_error(anystar, tmp_path):
         (("--images", "x"), "--images and --labels"),
         (("--generator", "as-nothing"), "unknown generator"),
         (("--generator", "as-mix", "--synthetic-fraction", "0.5"), "image/label pairs"),
+        (("--images", "x", "--labels", "x", "--fixed-crop"), "need --generator"),
     ],
 )
 def test_bad_options_are_errors(anystar, tmp_path, args, fragment):
     assert_one_line_error(anystar(*args, "--out", tmp_path / "m"), fragment)
+
+
+def test_synthesis_options_reach_the_training_settings(tmp_path):
+    from napari_anystar._cli.train import _settings
+    from napari_anystar.cli import build_parser
+
+    def settings(*args):
+        return _settings(build_parser().parse_args(["train", "--out", str(tmp_path / "m"),
+                                                    *map(str, args)]))
+
+    assert settings("--generator", "as-mix").synth_settings is None  # the generator's defaults
+    synth = settings("--generator", "as-mix", "--fixed-crop", "--zoom", 0.5, 1.2,
+                     "--axial-blur", 0.3).synth_settings
+    assert synth.random_crop is False and synth.zoom_range == (0.5, 1.2)
+    assert synth.axial_blur == 0.3 and synth.psf_blur == 0.0 and synth.aligned_zoom
+    assert settings("--generator", "as-mix", "--psf-blur", 0.8).synth_settings.random_crop
 
 
 @pytest.mark.slow

@@ -59,6 +59,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     data.add_argument("--psf-blur", type=float, metavar="P",
                       help="probability of an isotropic point-spread-function blur of the "
                       "clean synthetic image, soft edges as in real microscopy (default 0)")
+    data.add_argument("--fixed-crop", action="store_true",
+                      help="A(.)'s first crop is a fixed window of the output size, as the "
+                      "shipped model was trained (default: a random size between the output "
+                      "size and the synthesis grid, as MONAI 1.1's defaults)")
     data.add_argument("--workers", type=int, default=1, metavar="N",
                       help="processes generating synthetic samples (default 1; 0 = in-line)")
     model = p.add_argument_group("model and optimisation")
@@ -93,13 +97,6 @@ def _settings(args):
         raise UserError("--images and --labels must be given together")
     if args.generator is None and args.images is None:
         raise UserError("no training data: give --generator and/or --images with --labels")
-    images, labels = [], []
-    if args.images is not None:
-        try:
-            pairs = pair_folders(args.images, args.labels)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
     synth = {}
     if args.zoom is not None:
         synth["zoom_range"] = tuple(args.zoom)
@@ -107,8 +104,17 @@ def _settings(args):
         synth["axial_blur"] = args.axial_blur
     if args.psf_blur is not None:
         synth["psf_blur"] = args.psf_blur
+    if args.fixed_crop:
+        synth["random_crop"] = False
     if synth and args.generator is None:
-        raise UserError("--zoom, --axial-blur and --psf-blur need --generator")
+        raise UserError("--zoom, --axial-blur, --psf-blur and --fixed-crop need --generator")
+    images, labels = [], []
+    if args.images is not None:
+        try:
+            pairs = pair_folders(args.images, args.labels)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
     return TrainSettings(
         out_dir=args.out,
         synth_settings=SynthSettings(**synth) if synth else None,

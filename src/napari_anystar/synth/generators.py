@@ -67,7 +67,7 @@ class SynthSettings:
     axial_blur: float = 0.0  # probability of a blur along one axis (an elongated PSF)
     psf_blur: float = 0.0  # probability of an isotropic PSF blur of g(L) before A(.)
     aligned_zoom: bool = True  # False: the reference's half-voxel label shift (ablation only)
-    random_crop: bool = True  # False: a fixed size^3 first crop, as before 2957b69 (ablation only)
+    random_crop: bool = True  # False: a fixed size^3 first crop, as before 2957b69 (--fixed-crop)
 
     def validate(self) -> None:
         """Raise ValueError with a one-line, user-facing message if a setting is unusable."""

@@ -59,6 +59,13 @@ PROGRESS_WORDS = {"read": ("slabs", "Reading"), "size": ("rounds", "Measuring"),
                   "tiles": ("tiles", "Predicting")}
 
 
+def _objects_status(note: str, objects: str, refining: bool) -> str:
+    """Status line of shown labels: the run's note, the objects, whether refined outlines
+    follow."""
+    return " ".join(filter(None, [note, objects + ("; refining outlines..." if refining
+                                                   else ".")]))
+
+
 class SegmentWidget(SegmentForm):
     """Dock widget: choose an image layer and a model, run, then tune thresholds live."""
 
@@ -327,9 +334,8 @@ class SegmentWidget(SegmentForm):
         source = "cached network output" if result.cached else "network"
         scale_note = f"Auto scale: {auto.note}" if auto is not None else ""
         pending.note = " ".join(filter(None, [pending.volume.note, scale_note]))
-        refining = "; refining outlines..." if refiner is not None else "."
-        self.status_label.setText(" ".join(filter(None, [
-            pending.note, f"{result.n_objects} objects ({source}){refining}"])))
+        self.status_label.setText(_objects_status(
+            pending.note, f"{result.n_objects} objects ({source})", refiner is not None))
         self._outcome = ("finished", layer)
 
     def _on_run_errored(self, exc: Exception) -> None:
@@ -404,9 +410,8 @@ class SegmentWidget(SegmentForm):
                    prob: float, nms: float, refining: bool) -> None:
         if run is self._run:
             note = run.note if (prob, nms) == run.thresholds else ""
-            self.status_label.setText(" ".join(filter(None, [
-                note, f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})"
-                + ("; refining outlines..." if refining else ".")])))
+            self.status_label.setText(_objects_status(
+                note, f"{n_objects} objects (probability {prob:.2f}, NMS {nms:.2f})", refining))
             self._show_labels(labels, n_objects, object_prob, prob, nms)
 
     def _start_warmup(self) -> None:

@@ -210,3 +210,42 @@ def test_ray_scale_multiplies_the_candidate_distances(model):
     np.testing.assert_array_equal(wider.points, plain.points)
     np.testing.assert_array_equal(wider.cand_prob, plain.cand_prob)
     np.testing.assert_allclose(wider.cand_dist, plain.cand_dist * np.float32(1.25), rtol=1e-6)
+
+
+def _counted_predict_calls(model, monkeypatch) -> list:
+    calls: list = []
+    real = model.keras_model.predict
+
+    def counted(x, **kwargs):
+        calls.append(x.shape)
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(model.keras_model, "predict", counted)
+    return calls
+
+
+def test_warm_network_pays_the_receptive_field_before_the_first_prediction(tiny_model_dir,
+                                                                           monkeypatch):
+    from stardist.models import StarDist3D
+
+    from napari_anystar.model.predict import warm_network
+
+    def fresh():
+        return StarDist3D(None, name=tiny_model_dir.name, basedir=str(tiny_model_dir.parent))
+
+    img, tiled = _volume((24, 40, 40)), PredictSettings(n_tiles=(1, 1, 2))
+    cold = fresh()
+    cold_calls = _counted_predict_calls(cold, monkeypatch)
+    drain(predict_network(cold, img, tiled))
+    probes, network = cold_calls[:2], cold_calls[2:]
+    assert len(probes) == 2 and len(network) >= 1
+    assert all(shape[1:4] != img.shape for shape in probes)
+
+    warm = fresh()
+    warm_calls = _counted_predict_calls(warm, monkeypatch)
+    warm_network(warm)
+    assert warm_calls == probes              # the one-time probes, paid before any volume
+    del warm_calls[:]
+    drain(predict_network(warm, img, tiled))
+    assert warm_calls == network             # the first prediction runs only the volume
+    assert warm._axes_tile_overlap("ZYX") == cold._axes_tile_overlap("ZYX")

@@ -31,6 +31,27 @@ from .segment_helpers import (
 )
 
 
+# ------------------------------------------------------------------------------ preload
+def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napari_viewer,
+                                                               entry, monkeypatch, errors):
+    from collections import OrderedDict
+
+    from napari_anystar._widgets.segment import SegmentWidget
+
+    monkeypatch.setattr(registry, "_models", OrderedDict())  # nothing loaded yet
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    assert widget.selected_model() == entry
+    assert widget.status_label.text() == f"Loading model '{entry.name}' in the background..."
+    qtbot.waitUntil(lambda: widget.status_label.text() == f"Model '{entry.name}' ready.",
+                    timeout=TIMEOUT)
+    assert len(registry._models) == 1
+    (model,) = registry._models.values()
+    # StarDist's receptive-field probes, otherwise paid by the first tiled prediction
+    assert hasattr(model, "_tile_overlap") and errors == []
+
+
 # ------------------------------------------------------------------------------ run
 def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, entry):
     viewer, widget = viewer_widget

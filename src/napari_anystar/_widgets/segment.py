@@ -51,7 +51,13 @@ from napari_anystar.model.cache import PredictionCache
 from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
 from napari_anystar.model.predict import PredictSettings, check_volume
 from napari_anystar.model.refine import OutlineRefiner
-from napari_anystar.model.segmenter import RunResult, network_job, scale_job, warm_job
+from napari_anystar.model.segmenter import (
+    RunResult,
+    network_job,
+    preload_model,
+    scale_job,
+    warm_job,
+)
 
 logger = logging.getLogger(__name__)
 #: (unit, doing) shown for each stage of a job's progress
@@ -175,8 +181,9 @@ class SegmentWidget(SegmentForm):
         self.run_button.setEnabled(entry is not None and self._life.worker is None)
 
     def _preload(self, entry: registry.ModelEntry) -> None:
-        """Load the selected model in the background, so that the first Run starts at once."""
-        worker = create_worker(registry.load_model, entry, _ignore_errors=True)
+        """Load (and warm) the selected model in the background, so that the first Run
+        starts at once."""
+        worker = create_worker(preload_model, entry, _ignore_errors=True)
         worker.returned.connect(partial(self._on_preloaded, entry))
         worker.errored.connect(partial(logger.warning, "AnyStar: preloading a model failed: %s"))
         if self._life.worker is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from napari_anystar._tf import import_tensorflow, tf_owned
+from napari_anystar._tf import import_tensorflow, tf_call, tf_owned
 from napari_anystar.normalization import LEGACY, Normalization
 
 #: Edge length the network windows should have after scaling (the AnyStar training patch size).
@@ -141,6 +141,13 @@ def scaled_shape(shape: tuple[int, ...], scale: tuple[float, ...] | None) -> tup
 def min_network_size(model) -> int:
     """Smallest edge length the model accepts (its U-Net divisor, at least MIN_SIZE)."""
     return max(MIN_SIZE, *model._axes_div_by("ZYX"))
+
+
+def warm_network(model) -> None:
+    """Pay a model's one-time prediction cost now, on TensorFlow's owner thread: StarDist
+    measures the network's receptive field (its tile overlap) with two predictions of a
+    128^3 probe on the first tiled prediction, about 1.5 s on 2 CPU cores."""
+    tf_call(model._axes_tile_overlap, "ZYX")
 
 
 def _device_context(device: str):

@@ -1,7 +1,8 @@
 """The segmentation pipeline core, shared by the Segment widget and ``anystar segment``.
 
-Plain generators/functions (no napari, no Qt): load the model, choose the scale, run (or
-reuse from the cache) the network, solve instances for any threshold pair.
+Plain generators/functions (no napari, no Qt): load the model (``preload_model`` also pays
+its one-time cost), choose the scale, run (or reuse from the cache) the network, solve
+instances for any threshold pair.
 ``network_job`` loads the model, chooses the scale if asked to (the default policy,
 ``object_size.auto_scale``) and runs (or reuses from the cache) the network, yielding
 ``(stage, done, total)`` progress; closing it stops at the next tile boundary. ``scale_job``
@@ -31,12 +32,25 @@ from napari_anystar.model.object_size import (
     estimate_scale,
     training_diameter,
 )
-from napari_anystar.model.predict import NetworkOutput, PredictSettings, predict_network
+from napari_anystar.model.predict import (
+    NetworkOutput,
+    PredictSettings,
+    predict_network,
+    warm_network,
+)
 from napari_anystar.model.refine import DEFAULT_REFINE, OutlineRefiner
 from napari_anystar.model.registry import ModelEntry, load_model, model_fingerprint
 
 T = TypeVar("T")
 Progress = tuple[str, int, int]  # ("size", round, rounds) or ("tiles", done, total)
+
+
+def preload_model(entry: ModelEntry) -> Any:
+    """The model of ``entry``, loaded and its one-time prediction cost paid
+    (:func:`~napari_anystar.model.predict.warm_network`), so that a first Run starts at once."""
+    model = load_model(entry)
+    warm_network(model)
+    return model
 
 
 @dataclass

@@ -12,7 +12,9 @@ the folder, then averaged over the IoU thresholds: ``mean_accuracy`` etc.):
 * ``default_raw_voxels``: the same at scale 1 (a TIFF opened without voxel size);
   ``voxel_size_scale``: at the scale from the voxel size (voxel size / X voxel size:
   isotropic voxels; the widget's earlier default);
-Every row but ``default_unrefined`` refines outlines unless ``--no-refine`` is given.
+Every row but ``default_unrefined`` refines outlines unless ``--no-refine`` is given. The
+untuned rows give ``mean_accuracy_ci95``: a bootstrap interval over the volumes
+(``analysis.bootstrap``; ``compare_real.py`` compares two models on the same volumes).
 
 * ``tuned``: probability/NMS thresholds and the scale chosen on this folder (scales
   ``factor * (z_ratio, 1, 1)`` over ``--scale-factors`` x ``--z-ratios``; an upper bound for
@@ -109,18 +111,21 @@ def refiners_for(model, images, scales, refine: bool):
 def untuned_result(prob, nms, pairs, solvers, refiners):
     """Scores at the model's own thresholds, with an F1 at IoU 0.5 per volume."""
     from napari_anystar.analysis import pooled_scores
+    from napari_anystar.analysis.bootstrap import accuracy_interval, match_counts
 
     truth = [labels for _, _, labels in pairs]
     predicted = [f(prob, nms) for f in labels_functions(solvers, refiners)]
     per_volume = {name: round(pooled_scores([t], [p], (0.5,)).f1[0], 3)
                   for (name, _, _), t, p in zip(pairs, truth, predicted, strict=True)}
+    interval = accuracy_interval(match_counts(truth, predicted))
     return {"prob": prob, "nms": nms, **pooled_scores(truth, predicted).to_dict(),
+            "mean_accuracy_ci95": [round(interval.low, 4), round(interval.high, 4)],
             "per_volume_f1_at_iou_0.5": per_volume}
 
 
-def auto_scale_result(model, prob, nms, pairs, refine):
-    """Shipped thresholds at the default scale policy's scale per volume (``auto_scale``),
-    with and without refined outlines."""
+def auto_scale_outputs(model, prob, pairs, refine):
+    """The default scale policy's scale per volume (``auto_scale``), the volumes that fell
+    back, and a solver and a refiner (None without ``refine``) per volume at that scale."""
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.object_size import auto_scale
 
@@ -133,7 +138,13 @@ def auto_scale_result(model, prob, nms, pairs, refine):
         (output,), _ = network_outputs(model, [image], choice.scale)
         solvers.append(InstanceSolver(output, model))
     images = [image for _, image, _ in pairs]
-    refiners = refiners_for(model, images, list(scales.values()), refine)
+    return scales, fallbacks, solvers, refiners_for(model, images, list(scales.values()), refine)
+
+
+def auto_scale_result(model, prob, nms, pairs, refine):
+    """Shipped thresholds at the default scale policy's scale per volume (``auto_scale``),
+    with and without refined outlines."""
+    scales, fallbacks, solvers, refiners = auto_scale_outputs(model, prob, pairs, refine)
     return {**untuned_result(prob, nms, pairs, solvers, refiners), "refined": refine,
             "scale_per_volume": scales,
             "median_scale": [float(v) for v in np.median(list(scales.values()), axis=0)],

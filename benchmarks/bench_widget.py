@@ -20,7 +20,8 @@ on a 128^3 AS-Mix volume, raw voxels (manual scale 1, 1, 1):
 * ``suggest_s``: Suggest pressed -> scale set; ``suggest_rerun_s`` until the labels at that
   scale are shown (Suggest re-solves them);
 * ``auto_run_s``: a Run in the widget's default scale mode (*auto*: the scale estimate, then
-  the network at that scale) on a second 128^3 volume -> labels shown; ``auto_refined_s``
+  the network at that scale) at the model's thresholds on a second 128^3 volume -> labels
+  shown; ``auto_refined_s``
   until their refined outlines are shown.
 
 The sweep starts right after the first Run, while the background warm-up may still run, as a
@@ -148,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     suggest_s = _wait(lambda: bool(suggested))
     _wait(lambda: bool(finished))
     suggest_rerun_s = time.perf_counter() - start
-    # the default scale mode on another volume (no cached network output): auto scale first
+    # the default scale mode and thresholds on another volume (no cached network output)
+    for slider, value in ((widget.prob_slider, prob0), (widget.nms_slider, nms0)):
+        _update_time(widget, slider, value, TIMEOUT_S)
     viewer.add_image(generate("as-mix", 1, SynthSettings(size=args.size, grid_size=args.size)
                               ).image, name="volume 2")
     widget.image_combo.setCurrentIndex(widget.image_combo.findData("volume 2"))

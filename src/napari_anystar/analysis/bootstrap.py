@@ -60,6 +60,13 @@ class Interval:
     low: float
     high: float
 
+    @classmethod
+    def of(cls, value: float, draws: np.ndarray, level: float) -> Interval:
+        """``value`` with the central ``level`` percentile interval of ``draws``."""
+        tail = 50 * (1 - level)
+        low, high = np.percentile(draws, [tail, 100 - tail])
+        return cls(float(value), float(low), float(high))
+
     def to_dict(self) -> dict[str, float]:
         return {"value": round(self.value, 4), "low": round(self.low, 4),
                 "high": round(self.high, 4)}
@@ -70,9 +77,7 @@ def accuracy_interval(counts: np.ndarray, *, n_resamples: int = N_RESAMPLES,
     """Pooled mean accuracy of ``counts`` (from :func:`match_counts`) and its percentile
     bootstrap interval over volumes."""
     draws = mean_accuracy(counts[_resampled(len(counts), n_resamples, seed)])
-    tail = 50 * (1 - level)
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return Interval(float(mean_accuracy(counts)), float(low), float(high))
+    return Interval.of(mean_accuracy(counts), draws, level)
 
 
 def paired_difference(counts_a: np.ndarray, counts_b: np.ndarray, *,
@@ -85,7 +90,4 @@ def paired_difference(counts_a: np.ndarray, counts_b: np.ndarray, *,
                          f"{counts_a.shape} and {counts_b.shape}")
     idx = _resampled(len(counts_a), n_resamples, seed)
     draws = mean_accuracy(counts_a[idx]) - mean_accuracy(counts_b[idx])
-    tail = 50 * (1 - level)
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    value = float(mean_accuracy(counts_a) - mean_accuracy(counts_b))
-    return Interval(value, float(low), float(high))
+    return Interval.of(mean_accuracy(counts_a) - mean_accuracy(counts_b), draws, level)

@@ -20,8 +20,8 @@ on a 128^3 AS-Mix volume, raw voxels (manual scale 1, 1, 1):
 * ``suggest_s``: Suggest pressed -> scale set; ``suggest_rerun_s`` until the labels at that
   scale are shown (Suggest re-solves them);
 * ``auto_run_s``: a Run in the widget's default scale mode (*auto*: the scale estimate, then
-  the network at that scale) at the model's thresholds on the volume mirrored (the same
-  objects, no cached network output) -> labels shown; ``auto_refined_s``
+  the network at that scale) at the model's thresholds on the volume with doubled
+  intensities (the same network input, no cached network output) -> labels shown; ``auto_refined_s``
   until their refined outlines are shown.
 
 The sweep starts right after the first Run, while the background warm-up may still run, as a
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     # the default scale mode and thresholds on another volume (no cached network output)
     for slider, value in ((widget.prob_slider, prob0), (widget.nms_slider, nms0)):
         _update_time(widget, slider, value, TIMEOUT_S)
-    viewer.add_image(image[:, ::-1].copy(), name="volume 2")  # the same objects, not cached
+    # twice the intensities: exactly the same network input after normalisation, not cached
+    viewer.add_image(image * np.float32(2), name="volume 2")
     widget.image_combo.setCurrentIndex(widget.image_combo.findData("volume 2"))
     widget.set_scale_mode("auto")
     finished.clear()

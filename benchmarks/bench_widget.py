@@ -21,8 +21,8 @@ on a 128^3 AS-Mix volume, raw voxels (manual scale 1, 1, 1):
   scale are shown (Suggest re-solves them);
 * ``auto_run_s``: a Run in the widget's default scale mode (*auto*: the scale estimate, then
   the network at that scale) at the model's thresholds on the volume with doubled
-  intensities (the same network input, no cached network output) -> labels shown; ``auto_refined_s``
-  until their refined outlines are shown.
+  intensities (the same network input, no cached network output) -> labels shown;
+  ``auto_refined_s`` until their refined outlines are shown.
 
 The sweep starts right after the first Run, while the background warm-up may still run, as a
 user dragging the slider at once would. Usage: ``xvfb-run -a python benchmarks/bench_widget.py``.

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from napari_anystar.model import _nms3d_decide, _nms3d_pairs
-from napari_anystar.model._nms3d import F, Geometry, Undecidable, _inside_tetra, render_decision
+from napari_anystar.model._nms3d import (
+    F,
+    Geometry,
+    RowStore,
+    Undecidable,
+    _inside_tetra,
+    render_decision,
+)
 from napari_anystar.model._nms3d_greedy import GreedyNMS
 
 # (probability, NMS) over the sliders' range (probability 0.05-0.95, NMS 0.1-0.6) and two edge
@@ -116,6 +123,37 @@ def test_empty_and_single_selections():
     nms = GreedyNMS(prob, dist, points, rays)
     assert len(nms.survivors(np.array([], np.int64), 0.3)) == 0
     assert nms.survivors(np.array([7]), 0.3).tolist() == [7]
+
+
+def test_row_store_keeps_rows_across_growth():
+    store = RowStore(10_000, (3, 2), F)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(10_000)[:700]
+    rows = rng.random((700, 3, 2)).astype(F)
+    for a in range(0, 700, 70):                     # several growths
+        store.put(idx[a:a + 70], rows[a:a + 70])
+    assert np.array_equal(store[idx], rows)
+    assert np.array_equal(store[int(idx[5])], rows[5])
+    assert np.count_nonzero(store.slot >= 0) == 700
+
+
+def test_geometry_stores_only_the_candidates_it_computes():
+    """Per-candidate vertices and halfspaces take room for the candidates used, not for all
+    stored ones (a large array touched sparsely costs a zeroed huge page per touch)."""
+    rng = np.random.default_rng(1)
+    rays = _rays()
+    n = 200_000
+    points = rng.integers(0, 500, (n, 3))
+    dist = rng.uniform(2.0, 4.0, (n, len(rays.vertices))).astype(F)
+    g = Geometry(dist, points, rays.vertices, rays.faces)
+    idx = rng.choice(n, 50, replace=False)
+    hs = g.kernel_halfspaces(idx)
+    assert hs.shape == (50, len(rays.faces), 4)
+    assert np.count_nonzero(g.polyverts.slot >= 0) == 50
+    assert len(g.polyverts._data) < 1000 and len(g._hs._data) < 1000
+    # the stored rows are the candidates' own: vertices at centre + dist * ray
+    expect = points[idx][:, None, :] + dist[idx][:, :, None] * rays.vertices[None]
+    assert np.allclose(g.polyverts[idx], expect, atol=1e-4)
 
 
 def test_voxel_test_matches_every_face_test():

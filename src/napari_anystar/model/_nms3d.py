@@ -88,6 +88,35 @@ def _inner_from_normals(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarr
     return np.fmin.reduce(r, axis=1, initial=F(np.inf)).astype(F)
 
 
+class RowStore:
+    """Per-candidate arrays stored compactly for the candidates that get one.
+
+    A full ``(candidates, ...)`` array written at scattered rows would touch a fresh page per
+    row, and numpy asks for transparent huge pages on large arrays: each touch then zeroes
+    2 MB (about a second for one first solve on a 128^3 volume)."""
+
+    def __init__(self, n: int, shape: tuple[int, ...], dtype) -> None:
+        self.slot = np.full(n, -1, np.int64)
+        self._data = np.empty((0, *shape), dtype)
+        self._size = 0
+
+    def put(self, idx: np.ndarray, rows: np.ndarray) -> None:
+        """Store ``rows`` for the candidates ``idx``."""
+        stop = self._size + len(idx)
+        if stop > len(self._data):
+            grown = np.empty((max(2 * len(self._data), stop, 256), *self._data.shape[1:]),
+                             self._data.dtype)
+            grown[:self._size] = self._data[:self._size]
+            self._data = grown
+        self._data[self._size:stop] = rows
+        self.slot[idx] = np.arange(self._size, stop)
+        self._size = stop
+
+    def __getitem__(self, idx):
+        """Rows of stored candidates (an index or an index array)."""
+        return self._data[self.slot[idx]]
+
+
 class Geometry:
     """Per-candidate quantities, float32 as in StarDist's C code (computed on first use)."""
 
@@ -99,14 +128,13 @@ class Geometry:
         self.faces = np.ascontiguousarray(faces, np.int32)
         n, r = self.dist.shape
         self.radius_outer = np.fmax.reduce(self.dist, axis=1, initial=F(0))
-        self.polyverts = np.empty((n, r, 3), F)    # absolute polyhedron vertices
+        self.polyverts = RowStore(n, (r, 3), F)    # absolute polyhedron vertices
         self.bbox = np.empty((n, 6), np.int64)
         self.lo = np.empty((n, 3), F)              # vertex ranges
         self.hi = np.empty((n, 3), F)
         self.volume = np.empty(n, F)
         self._done = np.zeros(n, bool)
-        self._hs = np.empty((n, len(self.faces), 4), F)   # kernel halfspaces (float32 exact)
-        self._hs_done = np.zeros(n, bool)
+        self._hs = RowStore(n, (len(self.faces), 4), F)   # kernel halfspaces (float32 exact)
         self._inner = np.full(n, np.nan)
         self._hulls: dict[int, np.ndarray] = {}
         # gauge of the unit ray hull: the face a direction w falls in maximises w @ gauge
@@ -124,7 +152,7 @@ class Geometry:
         pv = self.points[idx][:, None, :] + dv
         r = np.rint(pv).astype(np.int64)
         lo, hi = r.min(axis=1), np.maximum(r.max(axis=1), -1)
-        self.polyverts[idx] = pv
+        self.polyverts.put(idx, pv)
         self.lo[idx], self.hi[idx] = pv.min(axis=1), pv.max(axis=1)
         self.bbox[idx] = np.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1], lo[:, 2], hi[:, 2]], 1)
         vol = np.zeros(len(idx), F)
@@ -157,11 +185,10 @@ class Geometry:
     def kernel_halfspaces(self, idx: np.ndarray) -> np.ndarray:
         """(len(idx), faces, 4) face halfspaces, built in float32 as StarDist's
         ``build_halfspace`` (inside: ``normal . x + offset <= 0``; cached)."""
-        todo = np.unique(idx[~self._hs_done[idx]])
+        todo = np.unique(idx[self._hs.slot[idx] < 0])
         if len(todo):
             self.ensure(todo)
-            self._hs[todo] = self._build_halfspaces(todo)
-            self._hs_done[todo] = True
+            self._hs.put(todo, self._build_halfspaces(todo))
         return self._hs[idx].astype(np.float64)
 
     def inner_radius(self, idx: np.ndarray) -> np.ndarray:

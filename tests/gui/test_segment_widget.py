@@ -36,8 +36,11 @@ def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napar
                                                                entry, monkeypatch, errors):
     from collections import OrderedDict
 
+    from napari_anystar._widgets import _segment_output
     from napari_anystar._widgets.segment import SegmentWidget
 
+    warmed = []
+    monkeypatch.setattr(_segment_output, "warm_labels_display", warmed.append)
     monkeypatch.setattr(registry, "_models", OrderedDict())  # nothing loaded yet
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
@@ -50,6 +53,32 @@ def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napar
     (model,) = registry._models.values()
     # StarDist's receptive-field probes, otherwise paid by the first tiled prediction
     assert hasattr(model, "_tile_overlap") and errors == []
+    # and napari's labels display for the dtype of the labels a Run shows
+    assert warmed == [np.int32]
+
+
+def test_warming_the_labels_display_compiles_naparis_label_colouring():
+    """In a fresh process, napari compiles its label colouring on the first labels layer of
+    a dtype; ``warm_labels_display`` does that without a viewer (for a background worker)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from napari.utils.colormaps import _accelerated_cmap as acc\n"
+        "from napari_anystar._widgets._layers import warm_labels_display\n"
+        "loop = acc._zero_preserving_modulo_inner_loop\n"
+        "def int32():\n"
+        "    return sorted({s[0].ndim for s in loop.signatures if str(s[0].dtype) == 'int32'})\n"
+        "before = int32()\n"
+        "if sys.argv[1] == 'warm':\n"
+        "    warm_labels_display(np.int32)\n"
+        "print(before, int32())\n")
+    out = {mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True,
+                                text=True, timeout=300).stdout.strip().splitlines()[-1]
+           for mode in ("cold", "warm")}
+    assert out["cold"] == "[] []"
+    assert out["warm"].startswith("[] [") and "2" in out["warm"].split("] [")[1]
 
 
 # ------------------------------------------------------------------------------ run

@@ -24,6 +24,12 @@ def layer_tag(layer: Any) -> dict | None:
     return tag if isinstance(tag, Mapping) else None
 
 
+def warm_labels_display(dtype: Any) -> None:
+    """Pay napari's one-time cost of showing labels of ``dtype``: the first labels layer of a
+    dtype compiles napari's label colouring (about 0.6 s). No viewer needed: for a worker."""
+    Labels(np.zeros((1, 2, 2), dtype))
+
+
 def find_owned_layer(viewer: Any, layer_type: str, tag: Mapping) -> Any | None:
     """The layer of ``layer_type`` ("image" / "labels") whose plugin tag equals ``tag``."""
     for layer in viewer.layers:

@@ -39,6 +39,7 @@ from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
 from napari_anystar._widgets._segment_output import (
     RunRecord,
+    preload_for_display,
     remove_probability,
     run_metadata,
     show_labels,
@@ -54,7 +55,6 @@ from napari_anystar.model.refine import OutlineRefiner
 from napari_anystar.model.segmenter import (
     RunResult,
     network_job,
-    preload_model,
     scale_job,
     warm_job,
 )
@@ -181,9 +181,9 @@ class SegmentWidget(SegmentForm):
         self.run_button.setEnabled(entry is not None and self._life.worker is None)
 
     def _preload(self, entry: registry.ModelEntry) -> None:
-        """Load (and warm) the selected model in the background, so that the first Run
-        starts at once."""
-        worker = create_worker(preload_model, entry, _ignore_errors=True)
+        """Load (and warm) the selected model, and napari's labels display, in the
+        background, so that the first Run starts and shows at once."""
+        worker = create_worker(preload_for_display, entry, _ignore_errors=True)
         worker.returned.connect(partial(self._on_preloaded, entry))
         worker.errored.connect(partial(logger.warning, "AnyStar: preloading a model failed: %s"))
         if self._life.worker is None:

@@ -89,6 +89,10 @@ class PairValues:
         rays = Rays_GoldenSpiral(RADIAL_RAYS)
         self._dirs = rays.vertices.astype(F)
         self._dir_faces = rays.faces
+        d = self._dirs.astype(np.float64)
+        f = self._dir_faces
+        # the signed volume of a face's tetrahedron is rho_a rho_b rho_c det(d_a, d_b, d_c) / 6
+        self._dir_det = np.einsum("fd,fd->f", d[f[:, 0]], np.cross(d[f[:, 1]], d[f[:, 2]]))
         self.kappa_ref = 1.0
         self.n_rows = 0
         self.pair = np.zeros((0, 3), np.int64)  # (i, slot in edges(i), j)
@@ -269,17 +273,15 @@ class PairValues:
         ii, jj = self.pair[rows, 0], self.pair[rows, 2]
         hs = np.concatenate([g.kernel_halfspaces(ii), g.kernel_halfspaces(jj)], axis=1)
         mid = 0.5 * (g.points[ii].astype(np.float64) + g.points[jj].astype(np.float64))
+        # the midpoint is inside every halfspace (margin > MARGIN): along direction d the
+        # boundary is at 1 / max_h (normal_h . d / slack_h); halfspaces facing away from d
+        # give negative terms, never the maximum
         slack = -(np.einsum("phd,pd->ph", hs[..., :3], mid) + hs[..., 3])
-        den = hs[..., :3].astype(F) @ self._dirs.T              # (pairs, halfspaces, dirs)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = slack.astype(F)[:, :, None] / den
-        ratio[den <= 0] = np.inf
+        reach = (hs[..., :3] / slack[..., None]).astype(F) @ self._dirs.T  # (pairs, hs, dirs)
         # float32 rounding: the radii are shrunk well beyond its relative error
-        rho = ratio.min(axis=1).astype(np.float64) * (1 - 1e-4)
-        pts = rho[..., None] * self._dirs.astype(np.float64)[None]
-        f = self._dir_faces
-        a, b, c = pts[:, f[:, 0]], pts[:, f[:, 1]], pts[:, f[:, 2]]
-        return np.abs(np.einsum("pfd,pfd->pf", a, np.cross(b, c)).sum(axis=1)) / 6.0
+        rho = (1 - 1e-4) / reach.max(axis=1).astype(np.float64)
+        a, b, c = (rho[:, self._dir_faces[:, k]] for k in range(3))
+        return np.abs(((a * b) * c) @ self._dir_det) / 6.0
 
     def kernel(self, row: int) -> None:
         g = self.g

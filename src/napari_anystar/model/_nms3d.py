@@ -13,6 +13,7 @@ and the per-pair formulas of stages 1-2; :mod:`._nms3d_pairs` decides pairs from
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,23 @@ def _openmp() -> Any:
     return None
 
 
+def _omp_threads(n: int) -> None:
+    lib = _openmp()
+    if lib is not None:
+        lib.omp_set_num_threads(n)
+
+
 def single_thread() -> None:
     """Run StarDist's OpenMP loops that this thread starts on this thread only: they are
     per polyhedron and short, so starting threads for each costs more than they bring."""
-    lib = _openmp()
-    if lib is not None:
-        lib.omp_set_num_threads(1)
+    _omp_threads(1)
+
+
+def all_cores() -> None:
+    """Run StarDist's OpenMP loops that this thread starts on every core this process may
+    use: for long loops (rendering many polyhedra at once)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    _omp_threads(len(cores) if cores else os.cpu_count() or 1)
 
 
 def _det(m0: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from napari.layers import Image
@@ -25,11 +24,10 @@ from qtpy.QtWidgets import QWidget
 
 from napari_anystar._widgets._errors import worker_error_message
 from napari_anystar._widgets._exit import wait_for_workers_at_exit
-from napari_anystar._widgets._layers import layer_tag
+from napari_anystar._widgets._segment_choosers import ChoosersMixin
 from napari_anystar._widgets._segment_form import SegmentForm
 from napari_anystar._widgets._segment_input import (
     InputVolume,
-    default_scale,
     plan_volume,
     read_then,
     visible_yx,
@@ -39,7 +37,6 @@ from napari_anystar._widgets._segment_live import LiveThresholds
 from napari_anystar._widgets._segment_models import model_thresholds
 from napari_anystar._widgets._segment_output import (
     RunRecord,
-    preload_for_display,
     remove_probability,
     run_metadata,
     show_labels,
@@ -49,7 +46,7 @@ from napari_anystar._widgets._segment_tune import TuneSection
 from napari_anystar._widgets._segment_whole import WholeVolumeSection
 from napari_anystar.model import registry
 from napari_anystar.model.cache import PredictionCache
-from napari_anystar.model.object_size import FALLBACK_SCALE, SizeEstimate
+from napari_anystar.model.object_size import SizeEstimate
 from napari_anystar.model.predict import PredictSettings, check_volume
 from napari_anystar.model.refine import OutlineRefiner
 from napari_anystar.model.segmenter import (
@@ -72,7 +69,7 @@ def _objects_status(note: str, objects: str, refining: bool) -> str:
                                                    else ".")]))
 
 
-class SegmentWidget(SegmentForm):
+class SegmentWidget(ChoosersMixin, SegmentForm):
     """Dock widget: choose an image layer and a model, run, then tune thresholds live."""
 
     labels_updated = Signal(object)  # our Labels layer, after its data was set
@@ -117,83 +114,6 @@ class SegmentWidget(SegmentForm):
         self._on_model_changed(self.model_chooser.entry())
         self.tune_section = TuneSection(self)  # "Tune from annotations" (_segment_tune.py)
         self.whole_section = WholeVolumeSection(self)  # "Run on whole volume" (_segment_whole.py)
-
-    # ------------------------------------------------------------------------- choosers
-    def selected_layer(self) -> Image | None:
-        name = self.image_combo.currentData()
-        return next((layer for layer in self.viewer.layers if layer.name == name), None)
-
-    def selected_model(self) -> registry.ModelEntry | None:
-        return self.model_chooser.entry()
-
-    def add_model_folder(self, path: str | Path | None = None) -> registry.ModelEntry | None:
-        """Validate and remember a model folder (asks for one if ``path`` is None)."""
-        entry = self.model_chooser.add_model_folder(path)
-        if entry is not None:
-            self.status_label.setText(f"Added model '{entry.name}'.")
-        return entry
-
-    def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_layers)
-        self._refresh_layers()
-
-    def _refresh_layers(self, *_: Any) -> None:
-        """List the image layers, except the probability maps this widget made."""
-        if not self._life.alive:
-            return
-        current = self.image_combo.currentData()
-        names = [
-            layer.name
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and (layer_tag(layer) or {}).get("widget") != "segment"
-        ]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        for name in names:
-            self.image_combo.addItem(name, name)
-        self.image_combo.setCurrentIndex(names.index(current) if current in names else -1)
-        if self.image_combo.currentIndex() < 0 and names:
-            self.image_combo.setCurrentIndex(0)
-        self.image_combo.blockSignals(False)
-        if self.image_combo.currentData() != current:
-            self._on_image_changed()
-
-    def _on_image_changed(self, *_: Any) -> None:
-        self._life.stop_warmup()
-        self._show_mode_scale()
-
-    def _show_mode_scale(self, *_: Any) -> None:
-        """Auto: the start scale until a run chose one; voxel size: the layer's; manual: kept."""
-        layer = self.selected_layer()
-        if self.scale_mode() == "auto":
-            self.set_scale(FALLBACK_SCALE)
-        elif self.scale_mode() == "voxel_size" and layer is not None:
-            self.set_scale(default_scale(layer))
-
-    def _on_model_changed(self, entry: registry.ModelEntry | None) -> None:
-        self._life.stop_warmup()
-        prob, nms = model_thresholds(entry)
-        self.prob_slider.setValue(prob)
-        self.nms_slider.setValue(nms)
-        if entry is not None:
-            self.set_normalization(registry.model_normalization(entry.path))
-            self._preload(entry)
-        self.run_button.setEnabled(entry is not None and self._life.worker is None)
-
-    def _preload(self, entry: registry.ModelEntry) -> None:
-        """Load (and warm) the selected model, and napari's labels display, in the
-        background, so that the first Run starts and shows at once."""
-        worker = create_worker(preload_for_display, entry, _ignore_errors=True)
-        worker.returned.connect(partial(self._on_preloaded, entry))
-        worker.errored.connect(partial(logger.warning, "AnyStar: preloading a model failed: %s"))
-        if self._life.worker is None:
-            self.status_label.setText(f"Loading model '{entry.name}' in the background...")
-        worker.start()
-
-    def _on_preloaded(self, entry: registry.ModelEntry, _model: Any) -> None:
-        busy = self._life.worker is not None or self._run is not None
-        if self._life.alive and not busy and self.selected_model() == entry:
-            self.status_label.setText(f"Model '{entry.name}' ready.")
 
     # ------------------------------------------------------------------------------ run
     def predict_settings(self) -> PredictSettings:

@@ -110,15 +110,17 @@ def refiners_for(model, images, scales, refine: bool):
 
 def untuned_result(prob, nms, pairs, solvers, refiners):
     """Scores at the model's own thresholds, with an F1 at IoU 0.5 per volume."""
-    from napari_anystar.analysis import pooled_scores
-    from napari_anystar.analysis.bootstrap import accuracy_interval, match_counts
+    from napari_anystar.analysis.bootstrap import accuracy_interval
+    from napari_anystar.analysis.scores import IOU_THRESHOLDS, match_counts, scores_from_counts
 
     truth = [labels for _, _, labels in pairs]
     predicted = [f(prob, nms) for f in labels_functions(solvers, refiners)]
-    per_volume = {name: round(pooled_scores([t], [p], (0.5,)).f1[0], 3)
-                  for (name, _, _), t, p in zip(pairs, truth, predicted, strict=True)}
-    interval = accuracy_interval(match_counts(truth, predicted))
-    return {"prob": prob, "nms": nms, **pooled_scores(truth, predicted).to_dict(),
+    counts = match_counts(truth, predicted)  # the volumes are matched once
+    at_half = IOU_THRESHOLDS.index(0.5)
+    per_volume = {name: round(scores_from_counts(c[None, at_half:at_half + 1], (0.5,)).f1[0], 3)
+                  for (name, _, _), c in zip(pairs, counts, strict=True)}
+    interval = accuracy_interval(counts)
+    return {"prob": prob, "nms": nms, **scores_from_counts(counts).to_dict(),
             "mean_accuracy_ci95": [round(interval.low, 4), round(interval.high, 4)],
             "per_volume_f1_at_iou_0.5": per_volume}
 

@@ -27,7 +27,7 @@ from bench_real import auto_scale_outputs, labels_functions, read_pairs
 
 def default_counts(name: str, pairs, refine: bool):
     """Match counts (``match_counts``) of model ``name``'s default row on ``pairs``."""
-    from napari_anystar.analysis.bootstrap import match_counts
+    from napari_anystar.analysis.scores import match_counts
     from napari_anystar.model.registry import load_model, model_thresholds, resolve_model
 
     entry = resolve_model(name)

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_anystar.analysis import pooled_scores
-from napari_anystar.analysis.bootstrap import (
-    accuracy_interval,
-    match_counts,
-    mean_accuracy,
-    paired_difference,
-)
+from napari_anystar.analysis.bootstrap import accuracy_interval, mean_accuracy, paired_difference
+from napari_anystar.analysis.scores import match_counts, pooled_scores
 
 
 def _cubes(corners, shape=(24, 24, 48), size=8):

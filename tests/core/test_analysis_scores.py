@@ -60,3 +60,33 @@ def test_mismatched_inputs_are_refused():
         pooled_scores([a], [np.zeros((8, 8, 9), np.int32)])
     with pytest.raises(ValueError, match="equally many"):
         pooled_scores([a, a], [a])
+
+
+def test_pooled_scores_equal_stardists_matching_dataset():
+    """Counting per volume and pooling the counts gives ``matching_dataset(by_image=False)``'s
+    scores, including volumes without predictions or without reference objects."""
+    from stardist.matching import matching_dataset
+
+    from napari_anystar.analysis.scores import match_counts, scores_from_counts
+
+    rng = np.random.default_rng(3)
+
+    def blobs(n: int) -> np.ndarray:
+        labels = np.zeros((20, 32, 32), np.int32)
+        for k in range(1, n + 1):
+            z, y, x = rng.integers(0, 14), rng.integers(0, 24), rng.integers(0, 24)
+            d = rng.integers(3, 8, 3)
+            labels[z:z + d[0], y:y + d[1], x:x + d[2]] = k
+        return labels
+
+    truth = [blobs(6), blobs(9), blobs(4), np.zeros((20, 32, 32), np.int32)]
+    shifted = np.roll(truth[0], 2, axis=2)  # IoUs between 0 and 1: scores fall with t
+    pred = [shifted, truth[1], np.zeros((20, 32, 32), np.int32), blobs(3)]
+    ours = scores_from_counts(match_counts(truth, pred))
+    theirs = matching_dataset(truth, pred, thresh=list(IOU_THRESHOLDS), by_image=False,
+                              show_progress=False)
+    for metric in ("accuracy", "f1", "precision", "recall"):
+        assert getattr(ours, metric) == pytest.approx([getattr(s, metric) for s in theirs],
+                                                      abs=1e-12), metric
+    assert (ours.n_true, ours.n_pred) == (theirs[0].n_true, theirs[0].n_pred)
+    assert 0 < ours.accuracy[0] < 1 and ours.accuracy[-1] < ours.accuracy[0]

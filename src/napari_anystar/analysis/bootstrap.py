@@ -9,34 +9,14 @@ whose interval holds 0 does not rank the two methods.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from .scores import IOU_THRESHOLDS
 
 #: resamples drawn for an interval
 N_RESAMPLES = 2000
 #: two-sided coverage of an interval
 LEVEL = 0.95
-
-
-def match_counts(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray],
-                 iou_thresholds: Sequence[float] = IOU_THRESHOLDS) -> np.ndarray:
-    """(volumes, thresholds, 3) true positives, false positives and false negatives."""
-    from stardist.matching import matching
-
-    if len(y_true) != len(y_pred) or not y_true:
-        raise ValueError(f"need equally many reference and predicted volumes (at least one), "
-                         f"got {len(y_true)} and {len(y_pred)}")
-    counts = np.zeros((len(y_true), len(iou_thresholds), 3), np.int64)
-    for v, (t, p) in enumerate(zip(y_true, y_pred, strict=True)):
-        if np.shape(t) != np.shape(p):
-            raise ValueError(f"label volumes differ in shape: {np.shape(t)} vs {np.shape(p)}")
-        stats = matching(np.asarray(t), np.asarray(p), thresh=list(iou_thresholds))
-        counts[v] = [(s.tp, s.fp, s.fn) for s in stats]
-    return counts
 
 
 def mean_accuracy(counts: np.ndarray) -> np.ndarray:

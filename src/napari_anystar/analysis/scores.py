@@ -2,7 +2,7 @@
 
 Objects are matched one-to-one at each IoU threshold with ``stardist.matching``; true and
 false positives and false negatives are summed over all volumes before the ratios are taken
-(``matching_dataset(..., by_image=False)``), then averaged over the IoU thresholds.
+(as ``matching_dataset(..., by_image=False)``), then averaged over the IoU thresholds.
 """
 
 from __future__ import annotations
@@ -43,30 +43,48 @@ class MatchScores:
         return out
 
 
+def match_counts(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray],
+                 iou_thresholds: Sequence[float] = IOU_THRESHOLDS) -> np.ndarray:
+    """(volumes, thresholds, 3) true positives, false positives and false negatives of each
+    volume (``stardist.matching``, the IoUs computed once per volume)."""
+    from stardist.matching import matching
+
+    if len(y_true) != len(y_pred) or not y_true:
+        raise ValueError(f"need equally many reference and predicted volumes (at least one), "
+                         f"got {len(y_true)} and {len(y_pred)}")
+    counts = np.zeros((len(y_true), len(iou_thresholds), 3), np.int64)
+    for v, (t, p) in enumerate(zip(y_true, y_pred, strict=True)):
+        if np.shape(t) != np.shape(p):
+            raise ValueError(f"label volumes differ in shape: {np.shape(t)} vs {np.shape(p)}")
+        stats = matching(np.asarray(t), np.asarray(p), thresh=list(iou_thresholds))
+        counts[v] = [(s.tp, s.fp, s.fn) for s in stats]
+    return counts
+
+
+def scores_from_counts(counts: np.ndarray,
+                       iou_thresholds: Sequence[float] = IOU_THRESHOLDS) -> MatchScores:
+    """Pooled scores of per-volume counts (:func:`match_counts`): summed over the volumes,
+    then the ratios, as ``matching_dataset(..., by_image=False)`` (0 without true positives)."""
+    tp, fp, fn = (np.asarray(c, np.float64) for c in np.asarray(counts).sum(axis=0).T)
+
+    def ratio(den: np.ndarray) -> tuple[float, ...]:
+        return tuple(float(v) for v in np.divide(tp, den, out=np.zeros_like(tp), where=tp > 0))
+
+    return MatchScores(
+        iou_thresholds=tuple(float(t) for t in iou_thresholds),
+        accuracy=ratio(tp + fp + fn),
+        f1=tuple(2 * v for v in ratio(2 * tp + fp + fn)),
+        precision=ratio(tp + fp),
+        recall=ratio(tp + fn),
+        n_true=int(tp[0] + fn[0]),
+        n_pred=int(tp[0] + fp[0]),
+    )
+
+
 def pooled_scores(
     y_true: Sequence[np.ndarray],
     y_pred: Sequence[np.ndarray],
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
 ) -> MatchScores:
     """Scores of predicted label volumes against reference ones, pooled over all pairs."""
-    from stardist.matching import matching_dataset
-
-    if len(y_true) != len(y_pred) or not y_true:
-        raise ValueError(f"need equally many reference and predicted volumes (at least one), "
-                         f"got {len(y_true)} and {len(y_pred)}")
-    for t, p in zip(y_true, y_pred, strict=True):
-        if t.shape != p.shape:
-            raise ValueError(f"label volumes differ in shape: {t.shape} vs {p.shape}")
-    stats = matching_dataset(
-        [np.asarray(t) for t in y_true], [np.asarray(p) for p in y_pred],
-        thresh=list(iou_thresholds), by_image=False, show_progress=False,
-    )
-    return MatchScores(
-        iou_thresholds=tuple(float(t) for t in iou_thresholds),
-        accuracy=tuple(float(s.accuracy) for s in stats),
-        f1=tuple(float(s.f1) for s in stats),
-        precision=tuple(float(s.precision) for s in stats),
-        recall=tuple(float(s.recall) for s in stats),
-        n_true=int(stats[0].n_true),
-        n_pred=int(stats[0].n_pred),
-    )
+    return scores_from_counts(match_counts(y_true, y_pred, iou_thresholds), iou_thresholds)

@@ -125,6 +125,30 @@ def test_empty_and_single_selections():
     assert nms.survivors(np.array([7]), 0.3).tolist() == [7]
 
 
+def test_rendering_threads_follow_openmps_default(monkeypatch):
+    """Long StarDist loops get OpenMP's default thread count: ``OMP_NUM_THREADS`` where set
+    (a block executor's share per worker), else the cores this process may use."""
+    import os
+
+    from napari_anystar.model import _nms3d
+
+    calls = []
+
+    class Lib:
+        def omp_set_num_threads(self, n):
+            calls.append(n)
+
+    monkeypatch.setattr(_nms3d, "_openmp", lambda: Lib())
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    _nms3d.default_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2,1")
+    _nms3d.default_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    _nms3d.default_threads()
+    _nms3d.single_thread()
+    assert calls == [3, 2, len(os.sched_getaffinity(0)), 1]
+
+
 def test_row_store_keeps_rows_across_growth():
     store = RowStore(10_000, (3, 2), F)
     rng = np.random.default_rng(0)

@@ -62,9 +62,14 @@ def single_thread() -> None:
     _omp_threads(1)
 
 
-def all_cores() -> None:
-    """Run StarDist's OpenMP loops that this thread starts on every core this process may
-    use: for long loops (rendering many polyhedra at once)."""
+def default_threads() -> None:
+    """Run StarDist's OpenMP loops that this thread starts on OpenMP's default thread count
+    (``OMP_NUM_THREADS``, as a block executor sets it per worker, else every core this
+    process may use): for long loops (rendering many polyhedra at once)."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) > 0:
+        _omp_threads(int(first))
+        return
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     _omp_threads(len(cores) if cores else os.cpu_count() or 1)
 

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
-from ._nms3d import Undecidable, all_cores, single_thread
+from ._nms3d import Undecidable, default_threads, single_thread
 from ._nms3d_greedy import GreedyNMS
 from .predict import NetworkOutput
 
@@ -316,7 +316,7 @@ class InstanceSolver:
             else:
                 batches.append([n])
         shape = self.output.image_shape
-        all_cores()  # a batch is one long loop over polyhedra with disjoint boxes
+        default_threads()  # a batch is one long loop over polyhedra with disjoint boxes
         for batch in batches:
             idx = todo[batch]
             lab = c_polyhedron_to_label(

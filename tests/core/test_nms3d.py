@@ -11,7 +11,6 @@ from napari_anystar.model._nms3d import (
     Geometry,
     RowStore,
     Undecidable,
-    _inside_tetra,
     render_decision,
 )
 from napari_anystar.model._nms3d_greedy import GreedyNMS
@@ -180,27 +179,60 @@ def test_geometry_stores_only_the_candidates_it_computes():
     assert np.allclose(g.polyverts[idx], expect, atol=1e-4)
 
 
-def test_voxel_test_matches_every_face_test():
+def _spiky(seed: int, n: int, n_rays: int):
+    """Irregular star polyhedra, a tenth of their rays almost zero, centred on integer,
+    half and quarter voxels: voxels near the edges of their ray cones, where a face's
+    float32 test can pass for a voxel whose direction lies in the next face's cone."""
+    rng = np.random.default_rng(seed)
+    rays = _rays(n_rays)
+    # far from the origin: float32 rounding grows with the coordinates
+    points = rng.integers(180, 200, (n, 3)) + rng.choice([0.0, 0.5, 0.25], (n, 3))
+    dist = rng.uniform(2, 8, (n, 1)) * np.clip(1 + 0.4 * rng.standard_normal((n, n_rays)),
+                                               0.01, None)
+    dist[rng.random((n, n_rays)) < 0.1] *= 1e-3
+    return dist.astype(F), points.astype(F), rays
+
+
+def test_voxel_test_matches_stardists_renderer():
     """Stage 5's voxel test looks only at the faces whose ray cone may hold a voxel's
-    direction; it equals StarDist's ``inside_polyhedron`` over all faces."""
-    prob, dist, points, rays = _candidates(5, n=40)
-    dist[0] = 1e-3                                  # a degenerate one: every face is tested
-    dist[1, ::3] *= 0.05                            # spiky ones
-    g = Geometry(dist, points, rays.vertices, rays.faces)
-    g.ensure(np.arange(len(prob)))
+    direction; it equals StarDist's ``inside_polyhedron`` over all faces (its renderer)."""
+    from stardist.geometry import polyhedron_to_label
+
     inside = 0
-    for i in range(len(prob)):
-        b = g.bbox[i] + np.array([-1, 1, -1, 1, -1, 1])
-        vox = np.stack(np.meshgrid(*(np.arange(b[2 * k], b[2 * k + 1] + 1) for k in range(3)),
-                                   indexing="ij"), -1).reshape(-1, 3)
-        pv = g.polyverts[i]
-        full = np.zeros(len(vox), bool)
-        for fa in g.faces:
-            corners = (np.broadcast_to(pv[k], vox.shape) for k in fa)
-            full |= _inside_tetra(vox.astype(F), g.points[i], *corners)
-        assert np.array_equal(g.inside(i, vox), full), i
-        inside += int(full.sum())
-    assert inside > 1000
+    # seeds whose polyhedra include such voxels (one or two in a hundred seeds)
+    for seed, n_rays in ((14, 32), (35, 32), (3, 64)):
+        dist, points, rays = _spiky(seed, 120, n_rays)
+        dist[0] = 1e-3                              # a degenerate one: every face is tested
+        g = Geometry(dist, points, rays.vertices, rays.faces)
+        for i in range(len(dist)):
+            g.ensure(np.array([i]))
+            b = np.maximum(g.bbox[i] + np.array([-1, 1, -1, 1, -1, 1]), 0)
+            vox = np.stack(np.meshgrid(*(np.arange(b[2 * k], b[2 * k + 1] + 1)
+                                         for k in range(3)), indexing="ij"), -1).reshape(-1, 3)
+            rendered = polyhedron_to_label(dist[i:i + 1], points[i:i + 1], rays, (216,) * 3,
+                                           verbose=False)
+            full = rendered[tuple(vox.T)] > 0
+            assert np.array_equal(g.inside(i, vox), full), (seed, i)
+            inside += int(full.sum())
+    assert inside > 10000
+
+
+def test_warming_the_voxel_test_compiles_what_the_nms_calls():
+    """The preload compiles stage 5's voxel test for the argument types the NMS passes: a
+    solve afterwards adds no compiled signature (numba would compile it then)."""
+    from napari_anystar.model import _nms3d_voxels
+    from napari_anystar.model._nms3d import warm_voxel_test
+
+    warm_voxel_test()
+    compiled = {f: list(f.signatures) for f in (_nms3d_voxels.count_both,
+                                                _nms3d_voxels.inside_many)}
+    assert all(len(sigs) >= 1 for sigs in compiled.values())
+    prob, dist, points, rays = _candidates(3)
+    nms = GreedyNMS(prob, dist, points, rays)
+    nms.survivors(np.flatnonzero(prob > 0.2), 0.3)
+    assert nms.values.cnt[:nms.values.n_rows].max() > 0     # stage 5 did count voxels
+    nms.geom.inside(0, points[:5].astype(np.int64))
+    assert {f: list(f.signatures) for f in compiled} == compiled
 
 
 def test_render_decision_matches_the_c_loop():

@@ -36,11 +36,13 @@ def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napar
                                                                entry, monkeypatch, errors):
     from collections import OrderedDict
 
-    from napari_anystar._widgets import _segment_output
+    from napari_anystar._widgets import _segment_choosers
     from napari_anystar._widgets.segment import SegmentWidget
+    from napari_anystar.model import segmenter
 
-    warmed = []
-    monkeypatch.setattr(_segment_output, "warm_labels_display", warmed.append)
+    warmed, compiled = [], []
+    monkeypatch.setattr(_segment_choosers, "warm_labels_display", warmed.append)
+    monkeypatch.setattr(segmenter, "warm_voxel_test", lambda: compiled.append(True))
     monkeypatch.setattr(registry, "_models", OrderedDict())  # nothing loaded yet
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
@@ -53,8 +55,9 @@ def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napar
     (model,) = registry._models.values()
     # StarDist's receptive-field probes, otherwise paid by the first tiled prediction
     assert hasattr(model, "_tile_overlap") and errors == []
-    # and napari's labels display for the dtype of the labels a Run shows
-    assert warmed == [np.int32]
+    # napari's labels display for the dtype of the labels a Run shows, and the NMS's
+    # compiled voxel test
+    assert warmed == [np.int32] and compiled == [True]
 
 
 def test_warming_the_labels_display_compiles_naparis_label_colouring():

@@ -15,14 +15,22 @@ from typing import Any
 from napari.layers import Image
 from napari.qt.threading import create_worker
 
-from napari_anystar._widgets._layers import layer_tag
-from napari_anystar._widgets._segment_input import default_scale
+from napari_anystar._widgets._layers import layer_tag, warm_labels_display
+from napari_anystar._widgets._segment_input import SERIES_DTYPE, default_scale
 from napari_anystar._widgets._segment_models import model_thresholds
-from napari_anystar._widgets._segment_output import preload_for_display
 from napari_anystar.model import registry
 from napari_anystar.model.object_size import FALLBACK_SCALE
+from napari_anystar.model.segmenter import preload_model
 
 logger = logging.getLogger(__name__)
+
+
+def preload_for_display(entry: registry.ModelEntry) -> Any:
+    """The model of ``entry``, loaded and warmed (``preload_model``), and napari's labels
+    display warmed for our labels' dtype (``warm_labels_display``). For a worker."""
+    model = preload_model(entry)
+    warm_labels_display(SERIES_DTYPE)
+    return model
 
 
 class ChoosersMixin:

@@ -15,14 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import napari_anystar
-from napari_anystar._widgets._layers import (
-    add_or_update_layer,
-    find_owned_layer,
-    warm_labels_display,
-)
+from napari_anystar._widgets._layers import add_or_update_layer, find_owned_layer
 from napari_anystar._widgets._segment_input import SERIES_DTYPE, InputVolume
 from napari_anystar.model import registry
-from napari_anystar.model.segmenter import preload_model
 
 if TYPE_CHECKING:
     from napari_anystar.model.predict import PredictSettings
@@ -33,14 +28,6 @@ if TYPE_CHECKING:
 OBJECT_PROBABILITY = "object_probability"
 #: Labels-layer metadata key of a 4D+ input's labels: {frame: thresholds and object count}.
 SEGMENTED_FRAMES = "segmented_frames"
-
-
-def preload_for_display(entry: registry.ModelEntry) -> Any:
-    """The model of ``entry``, loaded and warmed (``preload_model``), and napari's labels
-    display warmed for our labels' dtype (``warm_labels_display``). For a worker."""
-    model = preload_model(entry)
-    warm_labels_display(SERIES_DTYPE)
-    return model
 
 
 @dataclass

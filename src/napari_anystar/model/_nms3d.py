@@ -83,15 +83,6 @@ def _det(m0: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> np.ndarray:
             + m02 * (m10 * m21 - m11 * m20))
 
 
-def _inside_tetra(p: np.ndarray, r: np.ndarray, a: np.ndarray, b: np.ndarray,
-                  c: np.ndarray) -> np.ndarray:
-    """StarDist's ``inside_tetrahedron`` (float32 rows of points and vertices)."""
-    out = _det(b - a, c - a, p - a) >= 0
-    for q, s in ((b, a), (c, b), (a, c)):
-        out &= _det(q - r, s - r, p - r) >= 0
-    return out
-
-
 def _inner_from_normals(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     pz, py, px = p[..., 0], p[..., 1], p[..., 2]
     qz, qy, qx = q[..., 0], q[..., 1], q[..., 2]
@@ -240,49 +231,49 @@ class Geometry:
             eq = self._hulls[i] = ConvexHull(self.polyverts[i].astype(np.float64)).equations
         return eq
 
-    def inside(self, i: int, vox: np.ndarray) -> np.ndarray:
-        """StarDist's ``inside_polyhedron`` (float32) for polyhedron i at integer voxels
-        ``vox`` (n, 3); only the faces whose ray cone may hold a voxel's direction are
-        tested, and voxels beyond the outer radius none."""
-        centre = self.points[i]
-        w = vox - centre.astype(np.float64)
-        wn = np.sqrt(np.einsum("ij,ij->i", w, w))
-        out = np.zeros(len(vox), bool)
-        near = np.flatnonzero(wn <= float(self.radius_outer[i]) * (1 + 1e-5) + 1e-3)
-        if not len(near):
-            return out
-        w, wn = w[near], wn[near]
-        # direction fuzz of each face's float32 cone test: vertex rounding over its shortest
-        # ray; a face is tested where its score is within its fuzz of the best one
-        ulp = float(np.spacing(np.abs(self.polyverts[i]).max() + np.abs(centre).max()))
+    def _voxel_test(self, i: int) -> tuple:
+        """Arguments of :mod:`._nms3d_voxels`' test for polyhedron i: centre, vertices,
+        reach (outer radius with margin) and each face's direction fuzz of its float32 cone
+        test (vertex rounding over the face's shortest ray)."""
+        self.ensure(np.array([i]))
+        centre, pv = self.points[i], np.ascontiguousarray(self.polyverts[i])
+        ulp = float(np.spacing(np.abs(pv).max() + np.abs(centre).max()))
         shortest = self.dist[i][self.faces].min(axis=1).astype(np.float64)
         fuzz = np.maximum(100.0 * (4.0 * ulp / np.maximum(shortest, 1e-12) + 1e-5), 1e-3)
-        score = w.astype(F) @ self._gauge32.T
-        best = score.argmax(axis=1)
-        top = score[np.arange(len(w)), best].astype(np.float64)
-        test = score >= top[:, None] - fuzz[None, :] * wn[:, None]
-        test[wn < 1.0] = True                    # next to the centre: every face
-        many = np.count_nonzero(test, axis=1) > 1
-        vm, fm = np.nonzero(test[many])
-        vi = np.concatenate([np.flatnonzero(~many), np.flatnonzero(many)[vm]])
-        fi = np.concatenate([best[~many], fm])
-        pv, f = self.polyverts[i], self.faces[fi]
-        ok = _inside_tetra(vox[near[vi]].astype(F), centre, pv[f[:, 0]], pv[f[:, 1]],
-                           pv[f[:, 2]])
-        out[near[vi[ok]]] = True
-        return out
+        reach = float(self.radius_outer[i]) * (1 + 1e-5) + 1e-3
+        return centre, pv, reach, fuzz
+
+    def inside(self, i: int, vox: np.ndarray) -> np.ndarray:
+        """StarDist's ``inside_polyhedron`` (float32) for polyhedron i at integer voxels
+        ``vox`` (n, 3)."""
+        from ._nms3d_voxels import inside_many
+
+        return inside_many(np.ascontiguousarray(vox, np.int64), *self._voxel_test(i),
+                           self.faces, self._gauge32)
 
     def overlap_count(self, i: int, j: int) -> int:
         """Voxels of ``bbox[i]`` inside both polyhedra (stage 5 without its early exit)."""
+        from ._nms3d_voxels import count_both
+
+        self.ensure(np.array([i, j]))
         bi, bj = self.bbox[i], self.bbox[j]
         lo = np.maximum(bi[0::2], bj[0::2])
         hi = np.minimum(bi[1::2], bj[1::2])
         if np.any(hi < lo):
             return 0
-        vox = np.stack(np.meshgrid(*(np.arange(lo[k], hi[k] + 1) for k in range(3)),
-                                   indexing="ij"), -1).reshape(-1, 3)
-        vox = vox[self.inside(i, vox)]
-        return int(np.count_nonzero(self.inside(j, vox)))
+        return int(count_both(lo, hi, *self._voxel_test(i), *self._voxel_test(j), self.faces,
+                              self._gauge32))
+
+
+def warm_voxel_test() -> None:
+    """Compile stage 5's voxel test, or load it from numba's cache (about 1 s the first time,
+    0.2 s from the cache), with the argument types the NMS passes."""
+    from stardist.rays3d import Rays_GoldenSpiral
+
+    rays = Rays_GoldenSpiral(8)
+    g = Geometry(np.full((1, 8), 2, F), np.full((1, 3), 4, F), rays.vertices, rays.faces)
+    g.overlap_count(0, 0)
+    g.inside(0, np.zeros((1, 3), np.int64))
 
 
 def sphere_iso(r1, p1, r2, p2, an):

@@ -11,6 +11,7 @@ from napari_anystar.model._nms3d import (
     Geometry,
     RowStore,
     Undecidable,
+    halfspace_volume,
     render_decision,
 )
 from napari_anystar.model._nms3d_greedy import GreedyNMS
@@ -217,22 +218,59 @@ def test_voxel_test_matches_stardists_renderer():
     assert inside > 10000
 
 
-def test_warming_the_voxel_test_compiles_what_the_nms_calls():
-    """The preload compiles stage 5's voxel test for the argument types the NMS passes: a
-    solve afterwards adds no compiled signature (numba would compile it then)."""
-    from napari_anystar.model import _nms3d_voxels
-    from napari_anystar.model._nms3d import warm_voxel_test
+def test_warming_compiles_what_the_nms_calls():
+    """The preload compiles the NMS's numba routines for the argument types the NMS passes:
+    a solve afterwards adds no compiled signature (numba would compile it then)."""
+    from napari_anystar.model import _nms3d_clip, _nms3d_voxels
+    from napari_anystar.model._nms3d import warm_compiled
 
-    warm_voxel_test()
+    warm_compiled()
     compiled = {f: list(f.signatures) for f in (_nms3d_voxels.count_both,
-                                                _nms3d_voxels.inside_many)}
+                                                _nms3d_voxels.inside_many,
+                                                _nms3d_clip._clipped_volume)}
     assert all(len(sigs) >= 1 for sigs in compiled.values())
     prob, dist, points, rays = _candidates(3)
     nms = GreedyNMS(prob, dist, points, rays)
     nms.survivors(np.flatnonzero(prob > 0.2), 0.3)
-    assert nms.values.cnt[:nms.values.n_rows].max() > 0     # stage 5 did count voxels
+    values = nms.values
+    assert values.cnt[:values.n_rows].max() > 0 and values.n_qhull > 0  # stages 3-5 ran
     nms.geom.inside(0, points[:5].astype(np.int64))
     assert {f: list(f.signatures) for f in compiled} == compiled
+
+
+def test_polytope_volumes_match_qhull():
+    """Kernel and convex-hull overlaps of real-looking pairs, and polytopes with corners on
+    later planes (a cube cut through its corners, repeated planes), against Qhull."""
+    from scipy.spatial import ConvexHull, HalfspaceIntersection
+
+    def qhull(hs, ip):
+        return ConvexHull(HalfspaceIntersection(hs, ip).intersections).volume
+
+    prob, dist, points, rays = _candidates(4, n=120)
+    g = Geometry(dist, points, rays.vertices, rays.faces)
+    g.ensure(np.arange(len(prob)))
+    checked = 0
+    for i in range(len(prob)):
+        for j in range(i + 1, len(prob)):
+            ip = 0.5 * (g.points[i].astype(np.float64) + g.points[j].astype(np.float64))
+            for hs in (np.concatenate(list(g.kernel_halfspaces(np.array([i, j])))),
+                       np.concatenate([g.hull_halfspaces(i), g.hull_halfspaces(j)])):
+                margin = np.max((hs[:, :3] @ ip + hs[:, 3]) / np.linalg.norm(hs[:, :3], axis=1))
+                if margin > -1e-3:
+                    continue
+                lo = np.maximum(g.lo[i], g.lo[j]) - 1.0
+                hi = np.minimum(g.hi[i], g.hi[j]) + 1.0
+                got = halfspace_volume(hs, ip, lo, hi)
+                assert got == pytest.approx(qhull(hs, ip), rel=2e-7), (i, j)
+                checked += 1
+    assert checked > 50
+    cube = np.concatenate([np.concatenate([np.eye(3), -np.eye(3)]), -np.ones((6, 1))], 1)
+    corners = np.array([[1.0, 1, 1, -2], [1.0, 1, 1, -2], [-1.0, 0, 0, -1]])  # through corners
+    for hs in (cube, np.concatenate([cube, corners])):
+        ip = np.full(3, -0.1)
+        assert halfspace_volume(hs, ip, np.full(3, -3.0), np.full(3, 3.0)) == pytest.approx(
+            qhull(hs, ip), rel=1e-7)
+    assert halfspace_volume(cube, np.full(3, 5.0), np.full(3, -3.0), np.full(3, 3.0)) == 0.0
 
 
 def test_render_decision_matches_the_c_loop():

@@ -42,7 +42,7 @@ def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napar
 
     warmed, compiled = [], []
     monkeypatch.setattr(_segment_choosers, "warm_labels_display", warmed.append)
-    monkeypatch.setattr(segmenter, "warm_voxel_test", lambda: compiled.append(True))
+    monkeypatch.setattr(segmenter, "warm_compiled", lambda: compiled.append(True))
     monkeypatch.setattr(registry, "_models", OrderedDict())  # nothing loaded yet
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
@@ -56,7 +56,7 @@ def test_opening_the_widget_loads_and_warms_the_selected_model(qtbot, make_napar
     # StarDist's receptive-field probes, otherwise paid by the first tiled prediction
     assert hasattr(model, "_tile_overlap") and errors == []
     # napari's labels display for the dtype of the labels a Run shows, and the NMS's
-    # compiled voxel test
+    # compiled routines
     assert warmed == [np.int32] and compiled == [True]
 
 

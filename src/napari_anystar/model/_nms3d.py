@@ -20,7 +20,7 @@ import numpy as np
 
 F = np.float32
 PI = np.pi
-#: relative distance to the threshold below which our Qhull volumes are not trusted
+#: relative distance to the threshold below which our polytope volumes are not trusted
 EPS = 1e-4
 
 
@@ -265,15 +265,19 @@ class Geometry:
                               self._gauge32))
 
 
-def warm_voxel_test() -> None:
-    """Compile stage 5's voxel test, or load it from numba's cache (about 1 s the first time,
-    0.2 s from the cache), with the argument types the NMS passes."""
+def warm_compiled() -> None:
+    """Compile the NMS's numba routines (stage 5's voxel test, polytope volumes), or load
+    them from numba's cache (about 2 s the first time, 0.3 s from the cache), with the
+    argument types the NMS passes."""
     from stardist.rays3d import Rays_GoldenSpiral
 
     rays = Rays_GoldenSpiral(8)
     g = Geometry(np.full((1, 8), 2, F), np.full((1, 3), 4, F), rays.vertices, rays.faces)
     g.overlap_count(0, 0)
     g.inside(0, np.zeros((1, 3), np.int64))
+    cube = np.concatenate([np.eye(3), -np.eye(3)])
+    halfspace_volume(np.concatenate([cube, -np.ones((6, 1))], 1), np.zeros(3),
+                     np.full(3, -2.0), np.full(3, 2.0))
 
 
 def sphere_iso(r1, p1, r2, p2, an):
@@ -328,10 +332,12 @@ def render_decision(count: np.ndarray, amin: np.ndarray, t: np.float32) -> np.nd
     return (res.astype(F).astype(np.float64) / a).astype(F) > t
 
 
-def halfspace_volume(hs: np.ndarray, ip: np.ndarray) -> float | None:
-    """Volume of ``{x: hs[:, :3] x + hs[:, 3] <= 0}`` by Qhull from interior point ``ip``;
-    0.0 if ``ip`` is clearly outside (StarDist's Qhull call fails there), None if unsure."""
-    from scipy.spatial import HalfspaceIntersection, QhullError
+def halfspace_volume(hs: np.ndarray, ip: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                     ) -> float | None:
+    """Volume (float32) of ``{x: hs[:, :3] x + hs[:, 3] <= 0}``, a polytope inside the box
+    ``lo..hi``, from interior point ``ip``; 0.0 if ``ip`` is clearly outside (StarDist's
+    Qhull call fails there), None if unsure."""
+    from ._nms3d_clip import clipped_volume
 
     norms = np.linalg.norm(hs[:, :3], axis=1)
     margin = np.max((hs[:, :3] @ ip + hs[:, 3]) / np.maximum(norms, 1e-30))
@@ -339,66 +345,5 @@ def halfspace_volume(hs: np.ndarray, ip: np.ndarray) -> float | None:
         return 0.0
     if margin > -1e-3:
         return None
-    try:
-        hsi = HalfspaceIntersection(hs, ip)
-    except (QhullError, ValueError):
-        return None
-    volume = _edge_volume(hsi, ip)
-    return float(np.float32(_polytope_volume(hsi, hs, ip) if volume is None else volume))
-
-
-def _edge_volume(hsi, ip: np.ndarray) -> float | None:
-    """Volume of a halfspace intersection from its edges: each edge (two vertices sharing two
-    halfspaces) spans a triangle with the centroid of each of its two faces, and those
-    triangles with ``ip`` tile the polytope. None where Qhull's vertices are not all simple."""
-    pts = hsi.intersections - ip
-    facets = hsi.dual_facets
-    if not len(facets) or any(len(f) != 3 for f in facets):
-        return None
-    tri = np.asarray(facets)
-    tri = np.sort(tri, axis=1)
-    h = int(tri.max()) + 1
-    keys = np.concatenate([tri[:, 0] * h + tri[:, 1], tri[:, 0] * h + tri[:, 2],
-                           tri[:, 1] * h + tri[:, 2]])
-    o = np.argsort(keys, kind="stable")
-    keys, owner = keys[o], np.tile(np.arange(len(tri)), 3)[o]
-    if len(keys) % 2 or np.any(keys[0::2] != keys[1::2]) or np.any(keys[1:-1:2] == keys[2::2]):
-        return None
-    flat = tri.ravel()
-    cnt = np.bincount(flat, minlength=h).astype(np.float64)
-    cen = np.stack([np.bincount(flat, np.repeat(pts[:, d], 3), minlength=h) for d in range(3)],
-                   1) / np.maximum(cnt, 1.0)[:, None]
-    cross = np.cross(pts[owner[0::2]], pts[owner[1::2]])
-    a, b = keys[0::2] // h, keys[0::2] % h
-    vol = (np.abs(np.einsum("ij,ij->i", cen[a], cross))
-           + np.abs(np.einsum("ij,ij->i", cen[b], cross)))
-    return float(vol.sum() / 6)
-
-
-def _polytope_volume(hsi, hs: np.ndarray, ip: np.ndarray) -> float:
-    """Volume of a halfspace intersection: sum over faces of area * distance / 3."""
-    pts = hsi.intersections
-    inc = [(k, f) for k, fs in enumerate(hsi.dual_facets) for f in fs]
-    if len(inc) < 4:
-        return 0.0
-    pk, fk = np.array(inc).T
-    normal = hs[:, :3] / np.linalg.norm(hs[:, :3], axis=1, keepdims=True)
-    faces, inv = np.unique(fk, return_inverse=True)
-    n = normal[faces]
-    cnt = np.bincount(inv).astype(np.float64)
-    cen = np.stack([np.bincount(inv, pts[pk, d]) for d in range(3)], 1) / cnt[:, None]
-    u = np.cross(n, np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    v = np.cross(n, u)
-    rel = pts[pk] - cen[inv]
-    ang = np.arctan2(np.einsum("ij,ij->i", rel, v[inv]), np.einsum("ij,ij->i", rel, u[inv]))
-    o = np.lexsort((ang, inv))
-    inv, rel = inv[o], rel[o]
-    start = np.r_[0, np.flatnonzero(np.diff(inv)) + 1]
-    nxt = np.arange(len(inv)) + 1
-    ends = np.r_[start[1:], len(inv)]
-    nxt[ends - 1] = start
-    area2 = np.einsum("ij,ij->i", np.cross(rel, rel[nxt]), n[inv])
-    area = np.bincount(inv, area2) / 2
-    height = -(hs[faces, :3] @ ip + hs[faces, 3]) / np.linalg.norm(hs[faces, :3], axis=1)
-    return float(np.sum(area * height) / 3)
+    volume = clipped_volume(hs, ip, lo, hi)
+    return None if np.isnan(volume) else float(np.float32(volume))

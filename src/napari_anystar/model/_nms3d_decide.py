@@ -5,7 +5,7 @@ comparisons of the thresholds :class:`~._nms3d_pairs.PairValues` keeps per neigh
 checked exactly where it decides). :meth:`Decisions.decide` settles one remaining pair: it
 computes the missing values, cheapest first, and follows StarDist's cascade where the
 threshold-free reasoning cannot conclude: the candidate set's own stage 1-2 values and, where
-our Qhull volumes are within ``EPS`` of t, StarDist's C routine on the pair alone.
+our polytope volumes are within ``EPS`` of t, StarDist's C routine on the pair alone.
 """
 
 from __future__ import annotations

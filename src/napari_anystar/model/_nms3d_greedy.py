@@ -5,7 +5,8 @@ each kept one suppressing the later ones it overlaps. The pair decisions come fr
 :class:`~._nms3d_pairs.PairValues`: array comparisons on cached threshold-free overlaps for
 all neighbours of a kept candidate at once; the pairs those cannot settle yet wait until the
 later candidate's turn (it may be suppressed by another one first), where the missing values
-are computed (cheap bounds for many waiting pairs together, then Qhull or rendering).
+are computed (cheap bounds for many waiting pairs together, then polytope volumes or voxel
+counts).
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ unscaled outer balls). Pairs that need more get a
 row with, computed on demand: ``km`` (how far inside both kernels the midpoint of the centres
 is: StarDist's Qhull needs it inside), ``klb`` (a lower bound of the kernel overlap: balls
 inside both kernels, then the star polytope of the intersection's radial function), ``kv``
-/ ``cv`` (kernel / convex-hull overlap by Qhull) and ``cnt`` (stage 5's voxel overlap,
-counted exactly). All overlaps are divided by ``A_min`` as StarDist does. A list covers the
-neighbours at or above its floor; a candidate set reaching below it gets the list rebuilt with
-a lower floor (about twice the candidates, :meth:`PairValues.floor_for`), its computed values
-kept: a first solve at a high threshold pays only for its own neighbours.
+/ ``cv`` (kernel / convex-hull overlap: polytope volumes, :mod:`._nms3d_clip`) and ``cnt``
+(stage 5's voxel overlap, counted exactly). All overlaps are divided by ``A_min`` as StarDist
+does. A list covers the neighbours at or above its floor; a candidate set reaching below it
+gets the list rebuilt with a lower floor (about twice the candidates,
+:meth:`PairValues.floor_for`), its computed values kept: a first solve at a high threshold
+pays only for its own neighbours.
 
 Stages 1-2 depend on the anisotropy of the candidate set, but (math, up to float rounding
 covered by ``EPS``) the inner ellipsoid overlap is at most the kernel overlap and the outer
@@ -290,7 +291,7 @@ class PairValues:
         hs = np.empty((2 * hs2.shape[1], 4))
         hs[0::2], hs[1::2] = hs2[0], hs2[1]
         self.n_qhull += 1
-        v = halfspace_volume(hs, _midpoint(g, i, j))
+        v = halfspace_volume(hs, _midpoint(g, i, j), *_box(g, i, j))
         self.kst[row] = 3 if v is None else (2 if v == 0.0 else 1)
         self.kv[row] = 0.0 if v is None else F(iou(F(v), self.geo[row, 3]))
         self.refresh(np.array([row]))
@@ -300,7 +301,7 @@ class PairValues:
         i, _, j = (int(x) for x in self.pair[row])
         hs = np.concatenate([g.hull_halfspaces(i), g.hull_halfspaces(j)])
         self.n_qhull += 1
-        v = halfspace_volume(hs, _midpoint(g, i, j))
+        v = halfspace_volume(hs, _midpoint(g, i, j), *_box(g, i, j))
         self.cst[row] = 3 if v is None else (2 if v == 0.0 else 1)
         self.cv[row] = np.inf if v is None or v == 0.0 else F(iou(F(v), self.geo[row, 3]))
         self.refresh(np.array([row]))
@@ -368,6 +369,12 @@ class PairValues:
         cut = np.flatnonzero(np.diff(ii)) + 1
         for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(ii)].tolist(), strict=True):
             self._edges[int(ii[a])].th[ss[a:b]] = th[a:b]
+
+
+def _box(g: Geometry, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """A box holding both polyhedra's common part (their vertex ranges, one voxel wider)."""
+    lo = np.maximum(g.lo[i], g.lo[j]).astype(np.float64) - 1.0
+    return lo, np.minimum(g.hi[i], g.hi[j]).astype(np.float64) + 1.0
 
 
 def _midpoint(g: Geometry, i: int, j: int) -> np.ndarray:

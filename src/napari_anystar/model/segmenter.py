@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from napari_anystar._generators import mapped, result_of
-from napari_anystar.model._nms3d import warm_voxel_test
+from napari_anystar.model._nms3d import warm_compiled
 from napari_anystar.model.cache import CacheKey, PredictionCache, data_fingerprint, make_key
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import (
@@ -48,11 +48,11 @@ Progress = tuple[str, int, int]  # ("size", round, rounds) or ("tiles", done, to
 
 def preload_model(entry: ModelEntry) -> Any:
     """The model of ``entry``, loaded and its one-time prediction cost paid
-    (:func:`~napari_anystar.model.predict.warm_network`) and the NMS's voxel test compiled,
+    (:func:`~napari_anystar.model.predict.warm_network`) and the NMS's numba routines compiled,
     so that a first Run starts at once."""
     model = load_model(entry)
     warm_network(model)
-    warm_voxel_test()
+    warm_compiled()
     return model
 
 

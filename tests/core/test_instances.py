@@ -151,11 +151,11 @@ def test_warm_up_precomputes_without_changing_results(nms_model):
     assert steps == pytest.approx([0.55, 0.5, 0.45, 0.4]) and done is True
     assert len(entered) == len(steps)                   # one lock per chunk
     values = warmed._nms.values
-    assert values.n_qhull + values.n_oracle > 0           # it did the pair work ...
+    assert values.n_volumes + values.n_oracle > 0           # it did the pair work ...
     assert warmed._results == {}                          # ... without making label images
-    before = (values.n_qhull, values.n_oracle)
+    before = (values.n_volumes, values.n_oracle)
     labels = warmed.labels(0.45, 0.3)
-    assert (values.n_qhull, values.n_oracle) == before    # nothing left to compute there
+    assert (values.n_volumes, values.n_oracle) == before    # nothing left to compute there
     assert np.array_equal(labels, warmed.reference_labels(0.45, 0.3))
     assert labels.max() > 0
     for p, n in [(0.42, 0.3), (0.5, 0.6), (0.65, 0.1), (0.38, 0.3)]:   # other pairs unchanged
@@ -178,10 +178,10 @@ def test_interrupted_warm_up_resumes_and_keeps_results(nms_model):
     assert next(asked) > 10 and done is True
     assert steps == pytest.approx([0.55, 0.55, 0.5, 0.45])   # the cut chunk is taken up again
     values = solver._nms.values
-    before = (values.n_qhull, values.n_oracle)
+    before = (values.n_volumes, values.n_oracle)
     for p in (0.55, 0.5, 0.45):
         assert np.array_equal(solver.labels(p, 0.3), solver.reference_labels(p, 0.3)), p
-    assert (values.n_qhull, values.n_oracle) == before
+    assert (values.n_volumes, values.n_oracle) == before
 
 
 def test_labels_identical_across_thresholds_after_warming_elsewhere(nms_model):
@@ -222,11 +222,11 @@ def test_warm_grid_prepares_the_nms_axis_and_a_grid(nms_model, monkeypatch):
     assert steps[:3] == [0.5] * 3 and steps[3:5] == [0.4, 0.6] and steps[-1] == 0.8
     assert set(steps) == {0.4, 0.5, 0.6, 0.8}
     values = solver._nms.values
-    before = (values.n_qhull, values.n_oracle)
+    before = (values.n_volumes, values.n_oracle)
     assert sum(before) > 0 and solver._results == {}
     for p, n in [(0.5, 0.3), (0.4, 0.1), (0.6, 0.5)]:                  # on the axis / grid
         assert np.array_equal(solver.labels(p, n), solver.reference_labels(p, n)), (p, n)
-    assert (values.n_qhull, values.n_oracle) == before                 # nothing left to do
+    assert (values.n_volumes, values.n_oracle) == before                 # nothing left to do
 
     capped = InstanceSolver(out, nms_model)
     limit = capped.n_candidates(0.5)

@@ -66,7 +66,7 @@ def test_survivors_identical_to_stardist_on_a_threshold_grid(seed, stretch):
         kept_counts.add(len(ours))
     values = nms.values
     assert len(kept_counts) > 5                          # the thresholds matter
-    assert values.n_rows > 100 and values.n_qhull > 0    # pairs went past the cheap bounds
+    assert values.n_rows > 100 and values.n_volumes > 0    # pairs went past the cheap bounds
     assert np.count_nonzero(values.cnt[:values.n_rows] >= 0) > 0   # and to stage 5
 
 
@@ -233,7 +233,7 @@ def test_warming_compiles_what_the_nms_calls():
     nms = GreedyNMS(prob, dist, points, rays)
     nms.survivors(np.flatnonzero(prob > 0.2), 0.3)
     values = nms.values
-    assert values.cnt[:values.n_rows].max() > 0 and values.n_qhull > 0  # stages 3-5 ran
+    assert values.cnt[:values.n_rows].max() > 0 and values.n_volumes > 0  # stages 3-5 ran
     nms.geom.inside(0, points[:5].astype(np.int64))
     assert {f: list(f.signatures) for f in compiled} == compiled
 

@@ -186,10 +186,10 @@ def test_warmup_after_run_prepares_lower_thresholds(qtbot, viewer_widget, entry)
         assert widget._life.warmup is not None  # started after the first labels
     assert warm.args == [True] and widget._life.warmup is None
     values = widget._run.result.solver._nms.values
-    done = (values.n_qhull, values.n_oracle)
+    done = (values.n_volumes, values.n_oracle)
     assert sum(done) > 0  # the warm-up did the NMS pair work ...
     prob, nms = _set_and_wait(qtbot, widget, widget.prob_slider, 0.3)
-    assert (values.n_qhull, values.n_oracle) == done  # ... so the slider had none left
+    assert (values.n_volumes, values.n_oracle) == done  # ... so the slider had none left
     reference = _reference(entry, image, widget.predict_settings())
     np.testing.assert_array_equal(layer.data, reference.labels(prob, nms))
     np.testing.assert_array_equal(layer.data, reference.reference_labels(prob, nms))

@@ -107,7 +107,7 @@ class PairValues:
         self.cv = np.zeros(0, F)                # convex overlap (inf: StarDist's Qhull fails)
         self.cst = np.zeros(0, np.int8)         # 1 value, 2 midpoint outside, 3 unsure
         self.cnt = np.zeros(0, np.int64)        # stage 5 voxel overlap (-1: not computed)
-        self.n_qhull = 0
+        self.n_volumes = 0                      # kernel and convex-hull volumes computed
         self.n_oracle = 0
 
     # -- neighbours --------------------------------------------------------------------
@@ -290,7 +290,7 @@ class PairValues:
         hs2 = g.kernel_halfspaces(np.array([i, j]))
         hs = np.empty((2 * hs2.shape[1], 4))
         hs[0::2], hs[1::2] = hs2[0], hs2[1]
-        self.n_qhull += 1
+        self.n_volumes += 1
         v = halfspace_volume(hs, _midpoint(g, i, j), *_box(g, i, j))
         self.kst[row] = 3 if v is None else (2 if v == 0.0 else 1)
         self.kv[row] = 0.0 if v is None else F(iou(F(v), self.geo[row, 3]))
@@ -300,7 +300,7 @@ class PairValues:
         g = self.g
         i, _, j = (int(x) for x in self.pair[row])
         hs = np.concatenate([g.hull_halfspaces(i), g.hull_halfspaces(j)])
-        self.n_qhull += 1
+        self.n_volumes += 1
         v = halfspace_volume(hs, _midpoint(g, i, j), *_box(g, i, j))
         self.cst[row] = 3 if v is None else (2 if v == 0.0 else 1)
         self.cv[row] = np.inf if v is None or v == 0.0 else F(iou(F(v), self.geo[row, 3]))

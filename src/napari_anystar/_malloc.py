@@ -11,7 +11,6 @@ import, 0.24-0.29 s in napari too.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -26,7 +25,7 @@ def spread_malloc_arenas() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own C library
         cap = max(MIN_MALLOC_ARENAS, 8 * (os.cpu_count() or 1))
         return bool(libc.mallopt(_M_ARENA_MAX, cap))
     except (OSError, AttributeError):

@@ -35,7 +35,8 @@ def clipped_volume(hs: np.ndarray, ip: np.ndarray, lo: np.ndarray, hi: np.ndarra
 @numba.njit(cache=True, nogil=True)
 def _clipped_volume(hs, ip, lo, hi, poly, size, tmp, cap) -> float:
     """The volume; ``poly``, ``size``, ``tmp`` and ``cap`` are scratch space (faces,
-    their sizes, one face, the corners of a cut). NaN where a face outgrows its space."""
+    their sizes, one face, the corners of a cut). NaN where a face or a cut outgrows its
+    space."""
     n_max = poly.shape[0]
     if len(hs) + 6 > n_max:
         return np.nan
@@ -53,17 +54,19 @@ def _clipped_volume(hs, ip, lo, hi, poly, size, tmp, cap) -> float:
     n = 6
     scale = max(1.0, np.max(np.abs(hi - lo)))
     tol = 1e-12 * scale
-    # nearest planes first: the polytope shrinks early and later planes mostly miss it
+    # unit normals; nearest planes first: the polytope shrinks early, later planes mostly miss
+    unit = np.empty((len(hs), 4))
     dist = np.empty(len(hs))
     for h in range(len(hs)):
         nrm = np.sqrt(hs[h, 0] ** 2 + hs[h, 1] ** 2 + hs[h, 2] ** 2)
-        dist[h] = -(hs[h, 0] * ip[0] + hs[h, 1] * ip[1] + hs[h, 2] * ip[2] + hs[h, 3]) / nrm
+        for d in range(4):
+            unit[h, d] = hs[h, d] / nrm
+        dist[h] = -(unit[h, 0] * ip[0] + unit[h, 1] * ip[1] + unit[h, 2] * ip[2] + unit[h, 3])
     order = np.argsort(dist)
     ang = np.empty(cap.shape[0])
     for oh in range(len(hs)):
         h = order[oh]
-        nrm = np.sqrt(hs[h, 0] ** 2 + hs[h, 1] ** 2 + hs[h, 2] ** 2)
-        nz, ny, nx, off = hs[h, 0] / nrm, hs[h, 1] / nrm, hs[h, 2] / nrm, hs[h, 3] / nrm
+        nz, ny, nx, off = unit[h, 0], unit[h, 1], unit[h, 2], unit[h, 3]
         n_cap, cut = 0, False
         for f in range(n):
             s = size[f]
@@ -78,6 +81,8 @@ def _clipped_volume(hs, ip, lo, hi, poly, size, tmp, cap) -> float:
                 for k in range(s):
                     da = nz * poly[f, k, 0] + ny * poly[f, k, 1] + nx * poly[f, k, 2] + off
                     if da >= -tol:
+                        if n_cap >= len(cap):
+                            return np.nan
                         for d in range(3):
                             cap[n_cap, d] = poly[f, k, d]
                         n_cap += 1
@@ -99,11 +104,13 @@ def _clipped_volume(hs, ip, lo, hi, poly, size, tmp, cap) -> float:
                         tmp[c, d] = poly[f, k, d]
                     c += 1
                     if da >= -tol:
+                        if n_cap >= len(cap):
+                            return np.nan
                         for d in range(3):
                             cap[n_cap, d] = poly[f, k, d]
                         n_cap += 1
                 if ina != inb:
-                    if c >= MAX_FACE:
+                    if c >= MAX_FACE or n_cap >= len(cap):
                         return np.nan
                     t = da / (da - db)
                     for d in range(3):

@@ -8,7 +8,7 @@ rescaling, automatic tiles), as a user would run it after loading the model:
 * ``first_s``: the first run in the process (includes TensorFlow's graph set-up);
 * ``median_s`` over ``--repeats`` further runs, and ``runs_s`` each of them;
 * ``n_objects``: objects in the labels (sanity: the volume has nuclei to find);
-* ``auto_scale_s``: what the default *auto* scale adds before a Run (two Suggest rounds,
+* ``auto_scale_s``: what the default *auto* scale adds before a Run (the Suggest rounds,
   ``model.object_size.auto_scale``), and the ``auto_scale`` it picks;
 * ``default_median_s`` / ``default_runs_s``: a Run as the widget and ``anystar segment`` do
   it by default (``model.segmenter.network_job``: *auto* scale, network at that scale, labels

@@ -272,7 +272,7 @@ def test_refined_block_labels_equal_refined_whole_volume_labels(tiny_model_dir, 
     attrs = zarr.open(str(out), mode="r").attrs["anystar"]
     assert attrs["refined"] and attrs["refine"]["bounds"][0] == float(image.min())
     spec = RefineSpec(*(tuple(attrs["refine"][k]) for k in ("diameter", "bounds", "context")))
-    assert spec.context == (24, 24, 24) and render_ring(result.grid, spec) == (3, 2, 2)
+    assert spec.context == (52, 52, 52) and render_ring(result.grid, spec) == (4, 4, 4)
     _, plain = run_blocks(tiny_model_dir, image, tmp_path / "p.zarr", REFINE_CORE,
                           margin=REFINE_MARGIN)
     assert not plain.refined

@@ -219,11 +219,65 @@ def test_objects_cut_into_pieces_start_the_estimate_at_a_coarser_scale(tiny_mode
     assert choice.note.endswith(f"Measured first at ({first:g}, {first:g}, {first:g}), because "
                                 "at raw voxels the network cut the objects into pieces.")
 
-    naive = PieceCutter(int(model.config.n_rays), size)
+    naive, slow = (PieceCutter(int(model.config.n_rays), size) for _ in range(2))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(object_size, "FRAGMENT_RATIO", np.inf)
-        stuck = drain(estimate_scale(model, image, None, 0.5, network=naive))[1]
-    assert min(stuck.scale) > 1.4 * want
+        stuck = drain(estimate_scale(model, image, None, 0.5, network=naive, rounds=2))[1]
+        converged = drain(estimate_scale(model, image, None, 0.5, network=slow))[1]
+    assert min(stuck.scale) > 1.4 * want  # two rounds from raw voxels stay far too large
+    # rounds until converged get closer (14-voxel pieces shrink it by 14 % a round), slower
+    assert np.all(np.asarray(converged.scale) < 0.8 * np.asarray(stuck.scale))
+    assert len(slow.scales) > len(cutter.scales)
+
+
+class Flattener:
+    """A stand-in network that measures objects of ``size`` (Z, Y, X) voxels as more alike
+    along the axes than they are: ``TRAINING_DIAMETER * (apparent / TRAINING_DIAMETER) **
+    0.5`` per axis, as the network does far from its training size. Records its scales."""
+
+    def __init__(self, rays, size: tuple[float, float, float]):
+        self.rays, self.size = rays, np.asarray(size, float)
+        self.scales: list[tuple[float, ...]] = []
+
+    def __call__(self, crop, settings):
+        s = np.ones(3) if settings.scale is None else np.asarray(settings.scale, float)
+        self.scales.append(tuple(s))
+        shape = tuple(round(n * k) for n, k in zip(crop.shape, s, strict=True))
+        extent = TRAINING_DIAMETER * (self.size * s / TRAINING_DIAMETER) ** 0.5
+        centres = [np.arange(e / 2, n - e / 2 + 1e-6, e) for e, n in zip(extent, shape,
+                                                                         strict=True)]
+        points = np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, 3)
+        v = self.rays.vertices
+        radius = 1.0 / np.sqrt(np.sum((v / (extent / 2)) ** 2, axis=1))  # an ellipsoid
+        output = _output(np.rint(points), [1.0] * len(points), len(v), scale=settings.scale,
+                         shape=shape)
+        output.cand_dist[:] = radius.astype(np.float32)
+        yield from ()
+        return output
+
+
+def test_rounds_continue_until_the_scale_settles(tiny_model_dir):
+    """Nuclei 12 voxels along Z and 40 along Y/X (lateral sampling finer than the network's
+    training data): each round moves the Y/X scale only part of the way, so two rounds stop
+    35 % off; rounds until a round moves no axis by over CONVERGED get within 15 %, and the
+    progress total grows with them."""
+    from stardist.rays3d import rays_from_json
+
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    rays = rays_from_json(model.config.rays_json)
+    image = np.zeros((48, 160, 160), np.float32)
+    want = np.array([1.0, 0.3, 0.3])  # TRAINING_DIAMETER / (12, 40, 40)
+    two = drain(estimate_scale(model, image, None, 0.5, network=Flattener(rays, (12, 40, 40)),
+                               rounds=2))[1]
+    assert np.all(np.asarray(two.scale)[1:] > 1.3 * want[1:])
+    network = Flattener(rays, (12, 40, 40))
+    steps, settled = drain(estimate_scale(model, image, None, 0.5, network=network))
+    np.testing.assert_allclose(settled.scale, want, rtol=object_size.CONVERGED)
+    n = steps[-1][0]  # rounds run (the network also ran once at half scale, to check pieces)
+    assert 2 < n <= object_size.MAX_ROUNDS
+    assert steps[:2] == [(0, 2), (1, 2)] and steps[-1] == (n, n)
+    last = np.asarray(settled.scale) / np.asarray(network.scales[-1])
+    assert np.all(np.abs(np.log(last)) <= np.log1p(object_size.CONVERGED))
 
 
 def test_objects_below_training_size_never_try_a_coarser_scale(tiny_model_dir):

@@ -59,7 +59,8 @@ HELP = {
     "cancel": "Stop the running job after the current tile (or slab of a lazy layer being "
     "read); the labels on screen stay.",
     "refine": "Redraw each object's outline where the image puts its edge (half-way between "
-    "the object's intensity and the background around it) instead of the network's "
+    "the object's intensity and the background around it, above any uneven "
+    "illumination) instead of the network's "
     "star-convex shape. Same objects, closer outlines on fluorescence data; untick for "
     "StarDist's own shapes.",
     "whole": "Shown for a lazy (dask/zarr) layer or one over the memory budget, which Run "

@@ -11,8 +11,8 @@ A core voxel's refined label depends on the objects whose claimed region reaches
 ``GROWTH`` diameters away), on their whole polyhedra (at most the grid's margin across: the
 margin is twice the largest object radius), on their own claimed regions (``GROWTH`` more),
 on the watershed that splits claims between neighbours (``GROWTH`` of slack) and on the
-smoothed image there (the Gaussian's support, :data:`SMOOTHING_TRUNCATE` sigmas):
-:func:`refine_context` adds these up.
+smoothed image there (the Gaussian's support, :data:`SMOOTHING_TRUNCATE` sigmas, and the
+background's, :func:`.refine.background_reach`): :func:`refine_context` adds these up.
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ class RefineSpec:
 def refine_context(diameter: tuple[float, ...], margin: tuple[int, ...]
                    ) -> tuple[int, int, int]:
     """Voxels around a core that its refined labels depend on (see the module's text)."""
-    from .refine import GROWTH, SMOOTHING
+    from .refine import GROWTH, SMOOTHING, background_reach
 
-    return tuple(int(m) + 3 * math.ceil(GROWTH * d)
+    return tuple(int(m) + 3 * math.ceil(GROWTH * d) + b
                  + math.ceil(SMOOTHING_TRUNCATE * SMOOTHING * d) + 1
-                 for d, m in zip(diameter, margin, strict=True))
+                 for d, m, b in zip(diameter, margin, background_reach(diameter), strict=True))
 
 
 def render_ring(grid: BlockGrid, refine: RefineSpec | None) -> tuple[int, int, int]:

@@ -13,9 +13,11 @@ positions) and redraws their outlines at that level:
 2. each object may claim voxels up to :data:`GROWTH` times its diameter away along each
    axis, split between neighbours by a seeded watershed of the smoothed image (along the
    intensity valley);
-3. a voxel stays in its object if the smoothed intensity is above
+3. a voxel stays in its object if the smoothed intensity, less the slowly varying background
+   under the objects (:func:`background`: uneven illumination, haze), is above
    ``background + LEVEL * (inside - background)``, with ``inside`` the object's mean and
-   ``background`` the lowest value of its claimed region outside the polyhedron.
+   ``background`` the lowest value of its claimed region outside the polyhedron (both of the
+   same flattened image).
 
 An object no brighter than its surroundings (dark objects, no contrast) keeps its polyhedron,
 and so does an object the rule would empty; ids stay 1..n.
@@ -36,6 +38,11 @@ LEVEL = 0.5
 #: An object whose refined outline overlaps its polyhedron less than this (IoU) keeps the
 #: polyhedron: the image does not confirm the object there (texture, weak contrast).
 MIN_AGREEMENT = 0.5
+#: Background box edge, in object diameters per axis: wider than the objects, so a grey
+#: opening with it keeps only the background they sit on (:func:`background`).
+BACKGROUND = 1.5
+#: Sigmas the background's Gaussian (a quarter of the box edge) reaches.
+BACKGROUND_TRUNCATE = 2.0
 #: Percentiles of the image's intensities mapped to 0 and 1 before smoothing.
 BOUNDS_PERCENTILES = (0.0, 99.9)
 
@@ -57,6 +64,7 @@ class OutlineRefiner:
         self.diameter = tuple(float(d) for d in diameter)
         self.bounds = bounds
         self._smoothed: np.ndarray | None = None
+        self._flattened: np.ndarray | None = None
 
     @classmethod
     def at_scale(cls, image: np.ndarray, scale: tuple[float, ...] | None,
@@ -80,6 +88,13 @@ class OutlineRefiner:
             self._smoothed = ndi.gaussian_filter(norm, sigma).astype(np.float32, copy=False)
         return self._smoothed
 
+    @property
+    def flattened(self) -> np.ndarray:
+        """:attr:`smoothed` minus its :func:`background` (computed once, on first use)."""
+        if self._flattened is None:
+            self._flattened = self.smoothed - background(self.smoothed, self.diameter)
+        return self._flattened
+
     def __call__(self, labels: np.ndarray) -> np.ndarray:
         """``labels`` (ids 1..n, shaped like the image) with refined outlines, same ids."""
         if labels.shape != np.shape(self.image):
@@ -87,8 +102,8 @@ class OutlineRefiner:
         n = int(labels.max(initial=0))
         if n == 0:
             return labels
-        smoothed = self.smoothed
-        claimed = self._claims(labels, smoothed)
+        claimed = self._claims(labels, self.smoothed)  # split along the intensity valleys
+        smoothed = self.flattened                      # edges measured above the background
         flat = labels.ravel()
         size = np.bincount(flat, minlength=n + 1)
         inside = (np.bincount(flat, weights=smoothed.ravel(), minlength=n + 1)
@@ -125,6 +140,34 @@ class OutlineRefiner:
         claimed = watershed(-smoothed, markers=np.where(flooded, labels, 0), mask=flooded)
         claimed[interior] = labels[interior]
         return claimed
+
+
+def background_box(diameter: tuple[float, ...]) -> tuple[int, ...]:
+    """Odd box edge (voxels per axis) of :func:`background` for objects of ``diameter``."""
+    return tuple(max(3, round(BACKGROUND * d) | 1) for d in diameter)
+
+
+def background_reach(diameter: tuple[float, ...]) -> tuple[int, ...]:
+    """Voxels away (per axis) that :func:`background` at a voxel depends on."""
+    return tuple(2 * (b // 2) + int(np.ceil(BACKGROUND_TRUNCATE * b / 4))
+                 for b in background_box(diameter))
+
+
+def background(smoothed: np.ndarray, diameter: tuple[float, ...]) -> np.ndarray:
+    """The slowly varying background under objects of ``diameter`` (voxels per axis): a grey
+    opening with a box :data:`BACKGROUND` diameters wide (objects are narrower, so they drop
+    out; the background's own level and slope stay), smoothed by a Gaussian of a quarter of
+    the box.
+
+    The edge rule measures an object's background as the darkest voxel around it, which under
+    an illumination gradient lies on its dark side and moves the outline out on the bright
+    side (BBBC050 with a gradient of the image's range across X: 0.390 refined against
+    0.416 unrefined; 0.464 with this background removed)."""
+    from scipy import ndimage as ndi
+
+    box = background_box(diameter)
+    opened = ndi.maximum_filter(ndi.minimum_filter(smoothed, size=box), size=box)
+    return ndi.gaussian_filter(opened, [b / 4 for b in box], truncate=BACKGROUND_TRUNCATE)
 
 
 def intensity_bounds(values: np.ndarray) -> tuple[float, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -303,3 +305,36 @@ def test_whole_objects_that_merge_at_half_scale_keep_the_raw_voxel_start(tiny_mo
     assert cutter.scales[2] == pytest.approx(TRAINING_DIAMETER / 20.0, rel=0.05)
     np.testing.assert_allclose(estimate.scale, TRAINING_DIAMETER / 20.0, rtol=0.1)
     assert estimate.coarse_start is None
+
+
+def test_a_later_round_that_finds_nothing_keeps_the_last_estimate(tiny_model_dir):
+    """Rounds past the first two that cannot measure (no objects there) end the estimate at
+    the round before instead of failing it; one of the first two still fails it."""
+    from stardist.rays3d import rays_from_json
+
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    rays = rays_from_json(model.config.rays_json)
+    image = np.zeros((48, 160, 160), np.float32)
+
+    def vanishing(after: int):
+        """The stand-in network, finding nothing from its call ``after + 1`` on."""
+        network = Flattener(rays, (12, 40, 40))
+
+        def run(crop, settings):
+            output = yield from network(crop, settings)
+            if len(network.scales) > after:
+                none = slice(0, 0)
+                output = dataclasses.replace(output, points=output.points[none],
+                                             cand_prob=output.cand_prob[none],
+                                             cand_dist=output.cand_dist[none])
+            return output
+        return run
+
+    steps, settled = drain(estimate_scale(model, image, None, 0.5, network=vanishing(99)))
+    assert steps[-1] == (4, 4)  # four rounds when every round measures
+    three = drain(estimate_scale(model, image, None, 0.5, rounds=3, network=vanishing(99)))[1]
+    # calls: round 1, the half-scale check, rounds 2 and 3; round 4 finds nothing
+    steps, kept = drain(estimate_scale(model, image, None, 0.5, network=vanishing(4)))
+    assert kept == three != settled and steps[-1] == (3, 3)
+    with pytest.raises(TooFewObjectsError):  # round 2 finds nothing
+        drain(estimate_scale(model, image, None, 0.5, network=vanishing(2)))

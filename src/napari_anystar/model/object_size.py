@@ -245,7 +245,7 @@ def estimate_scale(
         estimate, moved = found, _moves(scale, found.scale)
         scale = found.scale
         done += 1
-        if done >= required and not (rounds is None and moved):
+        if done >= required and (rounds is not None or not moved):
             break
     if estimate is not None and first != start:
         estimate = replace(estimate, coarse_start=first)

@@ -15,8 +15,8 @@ positions) and redraws their outlines at that level:
    intensity valley);
 3. a voxel stays in its object if the smoothed intensity, less the slowly varying background
    under the objects (:func:`background`: uneven illumination, haze), is above
-   ``background + LEVEL * (inside - background)``, with ``inside`` the object's mean and
-   ``background`` the lowest value of its claimed region outside the polyhedron (both of the
+   ``surround + LEVEL * (inside - surround)``, with ``inside`` the object's mean and
+   ``surround`` the lowest value of its claimed region outside the polyhedron (both of the
    same flattened image).
 
 An object no brighter than its surroundings (dark objects, no contrast) keeps its polyhedron,
@@ -103,21 +103,21 @@ class OutlineRefiner:
         if n == 0:
             return labels
         claimed = self._claims(labels, self.smoothed)  # split along the intensity valleys
-        smoothed = self.flattened                      # edges measured above the background
+        intensity = self.flattened                     # edges measured above the background
         flat = labels.ravel()
         size = np.bincount(flat, minlength=n + 1)
-        inside = (np.bincount(flat, weights=smoothed.ravel(), minlength=n + 1)
+        inside = (np.bincount(flat, weights=intensity.ravel(), minlength=n + 1)
                   / np.maximum(size, 1)).astype(np.float32)
-        background = _lowest(claimed, smoothed, n, where=flat == 0)  # around the polyhedron
-        enclosed = ~np.isfinite(background)  # no voxel around it: its whole claimed region
+        surround = _lowest(claimed, intensity, n, where=flat == 0)  # around the polyhedron
+        enclosed = ~np.isfinite(surround)  # no voxel around it: its whole claimed region
         if enclosed.any():
-            background[enclosed] = _lowest(claimed, smoothed, n)[enclosed]
-        level = background + np.float32(LEVEL) * (inside - background)
-        refined = np.where(smoothed > level[claimed], claimed, 0)
+            surround[enclosed] = _lowest(claimed, intensity, n)[enclosed]
+        level = surround + np.float32(LEVEL) * (inside - surround)
+        refined = np.where(intensity > level[claimed], claimed, 0)
         after = np.bincount(refined.ravel(), minlength=n + 1)
         common = np.bincount(flat, weights=(refined == labels).ravel(), minlength=n + 1)
         agreement = common / np.maximum(size + after - common, 1)
-        keep_polyhedron = (inside <= background) | (agreement < MIN_AGREEMENT)
+        keep_polyhedron = (inside <= surround) | (agreement < MIN_AGREEMENT)
         keep_polyhedron[0] = False
         if keep_polyhedron.any():
             # these objects take back their polyhedron (over whatever neighbours claimed there)

@@ -81,13 +81,14 @@ def resampled(pairs, factor: float):
             for name, image, labels in pairs]
 
 
-def network_outputs(model, images, scale):
-    """Network outputs of all volumes at ``scale`` (auto tiles) and the seconds it took."""
+def network_outputs(model, images, scale, invert=False):
+    """Network outputs of all volumes at ``scale`` (auto tiles; negated with ``invert``) and
+    the seconds it took."""
     from napari_anystar.model.predict import PredictSettings, predict_network
 
     start = time.perf_counter()
-    outputs = [result_of(predict_network(model, image, PredictSettings(scale=scale)))
-               for image in images]
+    settings = PredictSettings(scale=scale, invert=invert)
+    outputs = [result_of(predict_network(model, image, settings)) for image in images]
     return outputs, time.perf_counter() - start
 
 
@@ -125,33 +126,52 @@ def untuned_result(prob, nms, pairs, solvers, refiners):
             "per_volume_f1_at_iou_0.5": per_volume}
 
 
-def auto_scale_outputs(model, prob, pairs, refine):
-    """The default scale policy's scale per volume (``auto_scale``), the volumes that fell
-    back, and a solver and a refiner (None without ``refine``) per volume at that scale."""
+def auto_scale_outputs(model, prob, nms, pairs, refine):
+    """The default policies' choices per volume (``auto_scale`` and the *auto* object
+    polarity, as ``segmenter.network_job`` makes them): the scales, the volumes that fell
+    back, those segmented negated, and a solver and a refiner (None without ``refine``) per
+    volume as chosen."""
     from napari_anystar.model.instances import InstanceSolver
-    from napari_anystar.model.object_size import auto_scale
+    from napari_anystar.model.object_size import auto_scale, training_diameter
+    from napari_anystar.model.polarity import DEFAULT_POLARITY, choose_polarity, object_contrast
+    from napari_anystar.model.predict import PredictSettings, oriented
+    from napari_anystar.model.refine import OutlineRefiner
 
-    scales, fallbacks, solvers = {}, [], []
+    def run(image, invert):
+        settings = PredictSettings(invert=invert)
+        choice = result_of(auto_scale(model, image, settings, prob))
+        (output,), _ = network_outputs(model, [image], choice.scale, invert)
+        refiner = OutlineRefiner.at_scale(oriented(image, invert), choice.scale,
+                                          training_diameter(model))
+        yield from ()
+        return choice, InstanceSolver(output, model), refiner, invert
+
+    def contrast(ran):
+        _, solver, refiner, _ = ran
+        return object_contrast(refiner.smoothed, solver.labels(prob, nms), refiner.diameter)
+
+    scales, fallbacks, negated, solvers, refiners = {}, [], [], [], []
     for name, image, _ in pairs:
-        choice = result_of(auto_scale(model, image, None, prob))
+        choice, solver, refiner, invert = result_of(choose_polarity(
+            lambda invert, image=image: run(image, invert), contrast, DEFAULT_POLARITY))
         scales[name] = list(choice.scale)
-        if choice.fell_back:
-            fallbacks.append(name)
-        (output,), _ = network_outputs(model, [image], choice.scale)
-        solvers.append(InstanceSolver(output, model))
-    images = [image for _, image, _ in pairs]
-    return scales, fallbacks, solvers, refiners_for(model, images, list(scales.values()), refine)
+        fallbacks += [name] if choice.fell_back else []
+        negated += [name] if invert else []
+        solvers.append(solver)
+        refiners.append(refiner if refine else None)
+    return scales, fallbacks, negated, solvers, refiners
 
 
 def auto_scale_result(model, prob, nms, pairs, refine):
-    """Shipped thresholds at the default scale policy's scale per volume (``auto_scale``),
-    with and without refined outlines."""
-    scales, fallbacks, solvers, refiners = auto_scale_outputs(model, prob, pairs, refine)
+    """Shipped thresholds at the default policies' choices per volume (*auto* scale and
+    object polarity), with and without refined outlines."""
+    scales, fallbacks, negated, solvers, refiners = auto_scale_outputs(model, prob, nms, pairs,
+                                                                       refine)
     return {**untuned_result(prob, nms, pairs, solvers, refiners), "refined": refine,
             "scale_per_volume": scales,
             "median_scale": [float(v) for v in np.median(list(scales.values()), axis=0)],
-            "fallback_volumes": fallbacks}, untuned_result(prob, nms, pairs, solvers,
-                                                           [None] * len(solvers))
+            "fallback_volumes": fallbacks, "negated_volumes": negated}, untuned_result(
+                prob, nms, pairs, solvers, [None] * len(solvers))
 
 
 def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True, refine=True):

@@ -33,7 +33,7 @@ def default_counts(name: str, pairs, refine: bool):
     entry = resolve_model(name)
     model = load_model(entry)
     prob, nms = model_thresholds(entry)
-    _, _, solvers, refiners = auto_scale_outputs(model, prob, pairs, refine)
+    *_, solvers, refiners = auto_scale_outputs(model, prob, nms, pairs, refine)
     predicted = [f(prob, nms) for f in labels_functions(solvers, refiners)]
     return match_counts([labels for _, _, labels in pairs], predicted)
 

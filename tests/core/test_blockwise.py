@@ -133,7 +133,7 @@ def entry_of(folder) -> registry.ModelEntry:
 
 
 def run_blocks(tiny_model_dir, image, out, core=CORE, **kwargs):
-    kwargs = {"margin": MARGIN, "refine": False, **kwargs}
+    kwargs = {"margin": MARGIN, "refine": False, "polarity": "bright", **kwargs}
     job = blockwise.segment_blocks(entry_of(tiny_model_dir), image, out,
                                    PredictSettings(norm=LEGACY), (0.5, 0.4), core, **kwargs)
     return drain(job)
@@ -177,7 +177,7 @@ def test_resume_after_an_interrupted_run_skips_the_done_blocks(tiny_model_dir, f
     truth["spheres"] = border_spheres(grid, rays.vertices.shape[0])
     job = blockwise.segment_blocks(entry_of(tiny_model_dir), volume(), tmp_path / "l.zarr",
                                    PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
-                                   margin=MARGIN, refine=False)
+                                   margin=MARGIN, refine=False, polarity="bright")
     for _ in range(11):  # the (0, 27) before the first block, then ten blocks
         next(job)
     job.close()
@@ -198,7 +198,7 @@ def test_resume_refuses_other_settings_and_finished_stores(tiny_model_dir, fake_
     truth["spheres"] = BlockObjects.empty(rays.vertices.shape[0])
     job = blockwise.segment_blocks(entry_of(tiny_model_dir), volume(), tmp_path / "l.zarr",
                                    PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
-                                   margin=MARGIN, refine=False)
+                                   margin=MARGIN, refine=False, polarity="bright")
     next(job), next(job)
     job.close()
     with pytest.raises(ValueError, match="interrupted run with other settings"):
@@ -424,3 +424,56 @@ def test_a_local_dask_worker_gives_the_same_labels(tiny_model_dir, tmp_path):
     assert inline.n_objects == dask.n_objects > 0
     assert np.array_equal(zarr.open(str(tmp_path / "a.zarr"), mode="r")[:],
                           zarr.open(str(tmp_path / "b.zarr"), mode="r")[:])
+
+
+def test_auto_polarity_is_decided_on_the_centre_crop_and_kept_on_resume(
+        tiny_model_dir, fake_network, rays, tmp_path, monkeypatch):
+    """*auto*: the crop's objects decide; dark ones negate the volume (its normalisation
+    bounds too), and a resumed run keeps the recorded decision without asking again."""
+    truth, _ = fake_network
+    truth["spheres"] = BlockObjects.empty(rays.vertices.shape[0])
+    asked = []
+
+    def dark(entry, crop, settings, thresholds):
+        asked.append(settings.invert)
+        return 0.1 if settings.invert else -0.1  # dark as given, bright negated
+
+    monkeypatch.setattr(blockwise, "crop_contrast_task", dark)
+    image = volume()
+    job = blockwise.segment_blocks(entry_of(tiny_model_dir), image, tmp_path / "d.zarr",
+                                   PredictSettings(norm=LEGACY), (0.5, 0.4), CORE,
+                                   margin=MARGIN, refine=True)
+    next(job), next(job)
+    job.close()
+    assert asked == [False, True]  # the volume as given, then negated
+    run_blocks(tiny_model_dir, image, tmp_path / "d.zarr", refine=True, polarity="auto")
+    assert asked == [False, True]  # resumed: the recorded decision
+    attrs = zarr.open(str(tmp_path / "d.zarr"), mode="r").attrs["anystar"]
+    assert attrs["invert"] and attrs["polarity"] == "auto"
+    low, high = np.percentile(-image.astype(np.float32), (LEGACY.low, LEGACY.high))
+    assert attrs["bounds"] == pytest.approx([low, high])  # of the negated volume
+    assert attrs["refine"]["bounds"][0] == -float(image.max())
+    run_blocks(tiny_model_dir, image, tmp_path / "b.zarr", polarity="bright")
+    plain = zarr.open(str(tmp_path / "b.zarr"), mode="r").attrs["anystar"]
+    assert not plain["invert"] and asked == [False, True]
+    assert plain["bounds"] == pytest.approx(np.percentile(image, (LEGACY.low, LEGACY.high)))
+
+
+@pytest.mark.parametrize("measured, negated", [((float("nan"), 0.3), True),
+                                               ((float("nan"), -0.3), False),
+                                               ((-0.2, -0.1), False),
+                                               ((0.2,), False)])
+def test_auto_polarity_on_a_crop_keeps_a_negation_whose_objects_are_bright(
+        tiny_model_dir, fake_network, rays, tmp_path, monkeypatch, measured, negated):
+    truth, _ = fake_network
+    truth["spheres"] = BlockObjects.empty(rays.vertices.shape[0])
+    answers, asked = list(measured), []
+
+    def contrast(entry, crop, settings, thresholds):
+        asked.append(settings.invert)
+        return answers.pop(0)
+
+    monkeypatch.setattr(blockwise, "crop_contrast_task", contrast)
+    _, result = run_blocks(tiny_model_dir, volume(), tmp_path / "n.zarr", polarity="auto")
+    assert asked == [False, True][:len(measured)] and answers == []
+    assert result.settings.invert == negated

@@ -79,3 +79,34 @@ def test_help_offers_both_flags(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert "--refine, --no-refine" in text or "--refine | --no-refine" in text
         assert "(default: True)" in text
+
+
+@pytest.mark.parametrize("flag, said", [(None, True), ("--objects=auto", True),
+                                        ("--objects=dark", False)])
+def test_segment_finds_dark_objects_in_the_negated_volume(model_dir, expected, tmp_path, capsys,
+                                                          flag, said):
+    blobs = blurred_blobs()
+    dark = (int(blobs.max()) - blobs.astype(np.int64)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "dark.tif", dark, photometric="minisblack")
+    out = tmp_path / "labels.tif"
+    code, _, stderr = run_cli(capsys, "segment", tmp_path / "dark.tif", "--out", out,
+                              "--model", model_dir, "--scale", "1", *filter(None, [flag]))
+    assert code == 0, stderr
+    # the negated volume is the bright one up to an offset: its labels, refined
+    np.testing.assert_array_equal(tifffile.imread(out), expected["refined"])
+    assert ("darker than their surroundings" in stderr) == said
+
+
+def test_segment_can_be_told_the_objects_are_bright(model_dir, expected, tmp_path, capsys):
+    blobs = blurred_blobs()
+    dark = (int(blobs.max()) - blobs.astype(np.int64)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "dark.tif", dark, photometric="minisblack")
+    out = tmp_path / "labels.tif"
+    code, _, stderr = run_cli(capsys, "segment", tmp_path / "dark.tif", "--out", out, "--model",
+                              model_dir, "--scale", "1", "--objects", "bright", "--no-refine")
+    assert code == 0, stderr
+    assert not np.array_equal(tifffile.imread(out), expected["plain"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["segment", str(tmp_path / "dark.tif"), "--out", str(out), "--overwrite",
+                  "--objects", "inverted"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err

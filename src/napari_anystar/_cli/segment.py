@@ -68,6 +68,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         FALLBACK_SCALE,
         TRAINING_DIAMETER,
     )
+    from napari_anystar.model.polarity import DEFAULT_POLARITY, POLARITIES
     from napari_anystar.model.predict import DEFAULT_DEVICE, DEVICES
     from napari_anystar.model.refine import DEFAULT_REFINE
 
@@ -119,6 +120,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="redraw each object's outline where the image puts its edge (half-way between "
         "the object's intensity and the background around it); --no-refine keeps StarDist's "
         "star-convex shapes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--objects", choices=POLARITIES, default=DEFAULT_POLARITY,
+        help="bright: objects brighter than their surroundings (fluorescence); dark: darker "
+        "(e.g. micro-CT), the volume is segmented negated; auto: segment as given and, if the "
+        "objects found are darker than their surroundings, again negated "
+        "(default: %(default)s)",
     )
 
 
@@ -298,11 +306,15 @@ def segment_image(
     from napari_anystar.model.segmenter import network_job
 
     job = network_job(entry, image, settings, (prob, nms), PredictionCache(max_entries=1),
-                      auto_scaled=args.scale == ["auto"], refine=args.refine)
+                      auto_scaled=args.scale == ["auto"], refine=args.refine,
+                      polarity=args.objects)
     result = drive_stages(job, name)
     if result.auto is not None:
         warning = "warning: " if result.auto.fell_back else ""
         print(f"{name}: {warning}{result.auto.note}", file=sys.stderr)
+    if result.settings.invert and args.objects == "auto":
+        print(f"{name}: the objects are darker than their surroundings: segmented the "
+              "negated volume", file=sys.stderr)
     return result.labels
 
 

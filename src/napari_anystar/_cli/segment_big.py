@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         with block_executor(workers, args.scheduler) as executor:
             results = drive(segment_many(entry, jobs, settings, (prob, nms), block_size,
                                          auto_scaled=args.scale == ["auto"], executor=executor,
-                                         refine=args.refine),
+                                         refine=args.refine, polarity=args.objects),
                             "blocks", unit="block")
     except ValueError as err:  # the executor could not start
         raise UserError(str(err)) from None
@@ -193,6 +193,8 @@ def _report(inputs: list[Path], outputs: list[Path], partials: list[Path],
         if result.auto is not None:
             warning = "warning: " if result.auto.fell_back else ""
             print(f"{src.name}: {warning}{result.auto.note}", file=sys.stderr)
+        if result.settings.invert:
+            print(f"{src.name}: segmented the negated volume (dark objects)", file=sys.stderr)
         if result.blocks_resumed:
             print(f"{src.name}: resumed ({result.blocks_resumed} of {result.n_blocks} blocks "
                   "were done)", file=sys.stderr)

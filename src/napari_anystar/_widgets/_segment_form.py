@@ -22,6 +22,7 @@ from superqt import QLabeledDoubleSlider
 
 from napari_anystar._widgets._segment_models import ModelChooser
 from napari_anystar.model.object_size import DEFAULT_SCALE_POLICY, TRAINING_DIAMETER
+from napari_anystar.model.polarity import DEFAULT_POLARITY
 from napari_anystar.model.predict import DEFAULT_MIN_PROB, DEVICES
 from napari_anystar.model.refine import DEFAULT_REFINE
 from napari_anystar.normalization import ANYSTAR, Normalization
@@ -32,6 +33,11 @@ SCALE_MODES = (
     ("Manual", "manual"),
 )
 AXES = ("Z", "Y", "X")
+POLARITY_CHOICES = (
+    ("Auto (bright or dark)", "auto"),
+    ("Brighter than the background", "bright"),
+    ("Darker than the background", "dark"),
+)
 
 HELP = {
     "image": "3D image layer to segment (never modified). For a 4D+ layer (e.g. a time series) "
@@ -58,6 +64,10 @@ HELP = {
     "the sliders change the labels live without running it again.",
     "cancel": "Stop the running job after the current tile (or slab of a lazy layer being "
     "read); the labels on screen stay.",
+    "objects": "Which objects to segment. Bright: objects brighter than what surrounds them "
+    "(fluorescence). Dark: darker (e.g. nuclei in micro-CT); the network then sees the "
+    "negated image. Auto: Run segments the image as given and, if the objects it finds are "
+    "darker than their surroundings, segments the negated image instead (the status says so).",
     "refine": "Redraw each object's outline where the image puts its edge (half-way between "
     "the object's intensity and the background around it, above any uneven "
     "illumination) instead of the network's "
@@ -130,6 +140,11 @@ class SegmentForm(QWidget):
         self.scale_mode_combo.currentIndexChanged.connect(self._on_scale_mode)
         self.set_scale_mode(DEFAULT_SCALE_POLICY)
         self._on_scale_mode()
+        self.objects_combo = QComboBox()
+        for title, value in POLARITY_CHOICES:
+            self.objects_combo.addItem(title, value)
+        self.objects_combo.setCurrentIndex(self.objects_combo.findData(DEFAULT_POLARITY))
+        self.objects_combo.setToolTip(HELP["objects"])
         self.suggest_scale_button = QPushButton("Suggest")
         self.suggest_scale_button.setToolTip(HELP["suggest"])
         self.auto_tiles_check = QCheckBox("Automatic")
@@ -190,6 +205,10 @@ class SegmentForm(QWidget):
         """"auto", "voxel_size" or "manual" (see :data:`SCALE_MODES`)."""
         return self.scale_mode_combo.currentData()
 
+    def polarity(self) -> str:
+        """"auto", "bright" or "dark" (see :data:`POLARITY_CHOICES`)."""
+        return self.objects_combo.currentData()
+
     def set_scale_mode(self, mode: str) -> None:
         self.scale_mode_combo.setCurrentIndex(self.scale_mode_combo.findData(mode))
 
@@ -234,6 +253,7 @@ class SegmentForm(QWidget):
         self.norm_high.setPrefix("high ")
         norm = _spin_row([self.norm_low, self.norm_high])
         norm.layout().addWidget(self.norm_clip_check)
+        form.addRow("Objects", self.objects_combo)
         form.addRow("Percentiles", norm)
         form.addRow("Scale mode", self.scale_mode_combo)
         form.addRow("Scale (Z, Y, X)", _spin_row(self.scale_spins))

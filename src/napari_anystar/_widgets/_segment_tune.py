@@ -327,7 +327,8 @@ class TuneSection(QGroupBox):
             settings = replace(result.settings,
                                scale=None if scale == (1.0, 1.0, 1.0) else scale)
             done = yield from network_job(entry, run.volume.data, settings, run.thresholds,
-                                          self.host._cache, refine=refine)
+                                          self.host._cache, refine=refine,
+                                          polarity="dark" if settings.invert else "bright")
             return done.solver, done.refiner if refine else None
 
         return run_scale, solver_at

@@ -118,7 +118,7 @@ class WholeVolumeSection(QObject):
         job = segment_blocks(entry, data, out_path, settings, host.thresholds(), BLOCK_SIZE,
                              auto_scaled=host.scale_mode() == "auto",
                              voxel_size=tuple(float(s) for s in layer.scale),
-                             refine=host.refine_check.isChecked())
+                             refine=host.refine_check.isChecked(), polarity=host.polarity())
         worker = create_worker(drive, job, _ignore_errors=True)
         self.layer = None
         state = {"outcome": "failed", "message": "The whole-volume run stopped unexpectedly."}

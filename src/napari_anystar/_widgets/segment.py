@@ -128,7 +128,17 @@ class SegmentWidget(ChoosersMixin, SegmentForm):
             scale=None if self.scale_mode() == "auto" or scale == (1.0, 1.0, 1.0) else scale,
             n_tiles=tiles,
             device=self.device_combo.currentData(),
+            invert=self._invert(),
         )
+
+    def _invert(self) -> bool:
+        """Whether the network sees the selected image negated: *dark* objects, or *auto*
+        and the last Run of this layer found dark ones (Suggest follows it)."""
+        if self.polarity() != "auto":
+            return self.polarity() == "dark"
+        run, layer = self._run, self.selected_layer()
+        return bool(run is not None and layer is not None and run.input_name == layer.name
+                    and run.result is not None and run.result.settings.invert)
 
     def labels_pending(self) -> bool:
         """Are labels for the sliders' thresholds (or their refined outlines) on their way?"""
@@ -148,13 +158,13 @@ class SegmentWidget(ChoosersMixin, SegmentForm):
         self._life.stop_warmup()
         metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode())
         pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
-        auto_scaled = self.scale_mode() == "auto"
+        auto_scaled, polarity = self.scale_mode() == "auto", self.polarity()
 
         def segment(read: InputVolume) -> Any:  # in the worker, once the volume is read
             pending.volume = read
             # StarDist's labels first: the outlines are refined after they are shown
             return network_job(entry, read.data, settings, pending.thresholds, self._cache,
-                               auto_scaled=auto_scaled, refine=False)
+                               auto_scaled=auto_scaled, refine=False, polarity=polarity)
 
         job = read_then(volume, settings.scale, segment)
         worker = create_worker(drive, job, _ignore_errors=True)  # errors: _on_run_errored
@@ -237,7 +247,7 @@ class SegmentWidget(ChoosersMixin, SegmentForm):
             return
         scale = result.settings.scale or (1.0, 1.0, 1.0)
         pending.metadata.update(model_sha256=result.model_sha256, n_tiles=result.output.n_tiles,
-                                scale=scale)
+                                scale=scale, negated=result.settings.invert)
         auto = result.auto
         if auto is not None:
             if self.scale_mode() == "auto":
@@ -260,7 +270,9 @@ class SegmentWidget(ChoosersMixin, SegmentForm):
             show_probability(self.viewer, self._run)
         source = "cached network output" if result.cached else "network"
         scale_note = f"Auto scale: {auto.note}" if auto is not None else ""
-        pending.note = " ".join(filter(None, [pending.volume.note, scale_note]))
+        dark_note = ("Dark objects: segmented the negated image."
+                     if result.settings.invert and self.polarity() == "auto" else "")
+        pending.note = " ".join(filter(None, [pending.volume.note, dark_note, scale_note]))
         self.status_label.setText(_objects_status(
             pending.note, f"{result.n_objects} objects ({source})", refiner is not None))
         self._outcome = ("finished", layer)

@@ -117,6 +117,26 @@ def auto_scale_task(entry: Any, crop: np.ndarray, settings: Any, prob: float) ->
     return result_of(auto_scale(load_model(entry), crop, settings, prob))
 
 
+def crop_contrast_task(entry: Any, crop: np.ndarray, settings: Any,
+                       thresholds: tuple[float, float]) -> float:
+    """:func:`.polarity.object_contrast` of the objects StarDist finds in ``crop`` at
+    ``settings`` (nan: none to measure)."""
+    from .instances import InstanceSolver
+    from .object_size import training_diameter
+    from .polarity import object_contrast
+    from .predict import oriented, predict_network
+    from .refine import OutlineRefiner
+    from .registry import load_model
+
+    model = load_model(entry)
+    settings = replace(settings, n_tiles=None)
+    output = result_of(predict_network(model, crop, settings))
+    labels = InstanceSolver(output, model).labels(*thresholds)
+    refiner = OutlineRefiner.at_scale(oriented(crop, settings.invert), settings.scale,
+                                      training_diameter(model))
+    return object_contrast(refiner.smoothed, labels, refiner.diameter)
+
+
 def predict_block(entry: Any, data: np.ndarray, settings: Any, thresholds: tuple[float, float],
                   grid: BlockGrid, index: int) -> BlockObjects:
     """The objects block ``index`` of ``grid`` owns, likeliest first, from its read region

@@ -25,6 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from napari_anystar._generators import result_of
+
 from .block_exec import InlineExecutor
 from .block_io import STATE_DIR, RunStore, open_source, read_box
 from .block_render import RefineSpec, render_block, render_ring
@@ -33,6 +37,7 @@ from .block_tasks import (
     bounds_of,
     centre_crop_box,
     check_source,
+    crop_contrast_task,
     predict_block,
     sample_volume,
 )
@@ -44,13 +49,15 @@ from .blocks import (
     plan_grid,
     reaches_past_neighbours,
 )
+from .polarity import DEFAULT_POLARITY, check_polarity, choose_polarity
+from .predict import oriented
 from .refine import DEFAULT_REFINE
 
 Progress = tuple[int, int]
 #: Objects of this many blocks are kept in memory for rendering (the rest are on disk).
 OBJECT_CACHE_BLOCKS = 64
 #: Format version of a run's ``run.json`` (a resumed run must match it).
-RUN_VERSION = 2
+RUN_VERSION = 3
 #: The two kinds of task a run submits.
 PREDICT, RENDER = "predict", "render"
 
@@ -120,8 +127,9 @@ class BlockRun:
         if self._ready:
             index = self._ready.popleft()
             blocks = self.grid.neighbours(index, self.ring)
-            image = (None if self.refine is None else
-                     read_box(self.source, self.grid.region_box(index, self.refine.context)))
+            image = (None if self.refine is None else oriented(
+                read_box(self.source, self.grid.region_box(index, self.refine.context)),
+                self.settings.invert))
             return RENDER, index, render_block, (
                 self.grid, index, {b: self._objects(b) for b in blocks},
                 {b: self._first_ids[b] for b in blocks}, self.rays, self.refine, image)
@@ -196,50 +204,60 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
                 block_size: tuple[int, int, int] | None = None, *,
                 margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
                 executor: Any = None, voxel_size: tuple[float, ...] | None = None,
-                refine: bool = DEFAULT_REFINE) -> BlockRun:
+                refine: bool = DEFAULT_REFINE, polarity: str = DEFAULT_POLARITY) -> BlockRun:
     """Open ``source`` and the output store (resuming an interrupted run there), measure the
     intensities (normalisation, and refinement with ``refine``) on the whole volume and, with
-    ``auto_scaled``, choose the scale on a centre crop (on ``executor``). ValueError (one
-    line) for an unusable input or store."""
+    ``auto_scaled``, choose the scale on a centre crop (on ``executor``); with ``polarity``
+    *auto*, the crop also decides whether the objects are dark (the volume is then segmented
+    negated). ValueError (one line) for an unusable input or store."""
     from .model_settings import model_normalization, ray_scale
     from .object_size import folder_training_diameter
     from .predict import PredictSettings
     from .registry import model_fingerprint, model_thresholds
 
+    check_polarity(polarity)
     out_path = Path(out_path)
     if isinstance(source, (str, Path)):
         source = open_source(source)
     check_source(source)
     settings = settings or PredictSettings()
     prob, nms = thresholds or model_thresholds(entry)
+    recorded = _recorded_run(out_path) if out_path.exists() else None
     sample = sample_volume(source)
-    norm = bounds_of(sample, settings.norm or model_normalization(entry.path))
-    settings = replace(settings, norm=norm, n_tiles=None)
-    auto = None
-    if auto_scaled:
-        recorded = _recorded_run(out_path) if out_path.exists() else None
-        if recorded is not None and recorded.get("scale_policy") == "auto":
-            settings = replace(settings, scale=tuple(recorded["scale"]))
-        else:
-            crop = read_box(source, centre_crop_box(source.shape))
-            auto = (executor or InlineExecutor()).submit(
-                auto_scale_task, entry, crop, settings, prob).result()
-            settings = replace(settings, scale=tuple(auto.scale))
-    scale = tuple(float(s) for s in (settings.scale or (1.0, 1.0, 1.0)))
-    settings = replace(settings, scale=scale)
-    settings.validate()
+    norm = settings.norm or model_normalization(entry.path)
+    chosen = polarity  # the policy this run records; a resumed run keeps its decision
+    if polarity == "auto" and recorded is not None and "invert" in recorded:
+        chosen = "dark" if recorded["invert"] else "bright"
+    crop: list[np.ndarray] = []  # the centre crop, read once at first need
+
+    def plan(invert: bool) -> Generator[None, None, tuple[Any, Any]]:
+        """Settings at a polarity (bounds of the volume so oriented, scale) and AutoScale."""
+        at = replace(settings, norm=bounds_of(oriented(sample, invert), norm), n_tiles=None,
+                     invert=invert)
+        yield from ()
+        return _choose_scale(entry, source, at, prob, recorded, auto_scaled, executor, crop)
+
+    def contrast(planned: tuple[Any, Any]) -> float:
+        return executor_result(executor, crop_contrast_task, entry, _crop(source, crop),
+                               planned[0], (prob, nms))
+
+    settings, auto = result_of(choose_polarity(plan, contrast, chosen))
+    invert = settings.invert
+    norm = settings.norm
+    scale = settings.scale
     config = json.loads((Path(entry.path) / "config.json").read_text(encoding="utf-8"))
     grid = plan_grid(source.shape, scale, block_size, margin, network_divisor(config))
     spec = None
     if refine:
         size = folder_training_diameter(entry.path)
-        spec = RefineSpec.plan(tuple(size / s for s in scale), sample, grid.margin)
-    del sample
+        spec = RefineSpec.plan(tuple(size / s for s in scale), oriented(sample, invert),
+                               grid.margin)
     attributes = {
         "model": entry.name, "model_sha256": model_fingerprint(entry),
         "ray_scale": ray_scale(entry.path), "prob_thresh": float(prob),
         "nms_thresh": float(nms), "normalization": norm.to_json(), "bounds": [norm.lo, norm.hi],
         "scale_policy": "auto" if auto_scaled else "fixed", "scale": list(scale),
+        "polarity": polarity, "invert": invert,
         "block_size": list(grid.core), "margin": list(grid.margin), "align": list(grid.align),
         "refined": spec is not None,
     }
@@ -254,6 +272,38 @@ def prepare_run(entry: Any, source: Any, out_path: str | Path, settings: Any = N
     rays = RayGeometry.from_rays_json(config["rays_json"], scale)
     return BlockRun(entry, source, store, grid, settings, (prob, nms), rays, auto, attributes,
                     spec)
+
+
+def executor_result(executor: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` run on ``executor`` (default: this process)."""
+    return (executor or InlineExecutor()).submit(fn, *args).result()
+
+
+def _crop(source: Any, crop: list[np.ndarray]) -> np.ndarray:
+    """The centre crop of ``source``, read on first need and kept in ``crop``."""
+    if not crop:
+        crop.append(read_box(source, centre_crop_box(source.shape)))
+    return crop[0]
+
+
+def _choose_scale(entry: Any, source: Any, settings: Any, prob: float,
+                  recorded: dict[str, Any] | None, auto_scaled: bool, executor: Any,
+                  crop: list[np.ndarray]) -> tuple[Any, Any]:
+    """``settings`` with the scale set (the recorded run's or the auto scale's on the
+    centre crop with ``auto_scaled``, else the given one or 1), and the AutoScale or None."""
+    auto = None
+    if auto_scaled:
+        if (recorded is not None and recorded.get("scale_policy") == "auto"
+                and recorded.get("invert") == settings.invert):
+            settings = replace(settings, scale=tuple(recorded["scale"]))
+        else:
+            auto = executor_result(executor, auto_scale_task, entry, _crop(source, crop),
+                                   settings, prob)
+            settings = replace(settings, scale=tuple(auto.scale))
+    scale = tuple(float(s) for s in (settings.scale or (1.0, 1.0, 1.0)))
+    settings = replace(settings, scale=scale)
+    settings.validate()
+    return settings, auto
 
 
 def drive(runs: list[BlockRun], executor: Any) -> Generator[Progress, None, None]:
@@ -291,7 +341,7 @@ def segment_blocks(entry: Any, source: Any, out_path: str | Path, settings: Any 
                    block_size: tuple[int, int, int] | None = None, *,
                    margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
                    executor: Any = None, voxel_size: tuple[float, ...] | None = None,
-                   refine: bool = DEFAULT_REFINE,
+                   refine: bool = DEFAULT_REFINE, polarity: str = DEFAULT_POLARITY,
                    ) -> Generator[Progress, None, BlockRunResult]:
     """Label ``source`` block by block into the zarr store ``out_path``; yields
     ``(blocks_done, blocks_total)``; returns the :class:`BlockRunResult`.
@@ -302,13 +352,14 @@ def segment_blocks(entry: Any, source: Any, out_path: str | Path, settings: Any 
     ``executor``: :func:`.block_exec.block_executor` (default: this process);
     ``voxel_size``: recorded in the store's ``anystar`` attribute (napari's scale);
     ``refine``: outlines refined to the image as a whole-volume run refines them
-    (:mod:`.block_render`). An existing ``out_path`` must hold an interrupted run with the
-    same settings: it is resumed.
+    (:mod:`.block_render`); ``polarity``: as :func:`.segmenter.network_job`'s, decided on
+    the centre crop (:func:`prepare_run`). An existing ``out_path`` must hold an interrupted
+    run with the same settings: it is resumed.
     """
     executor = executor or InlineExecutor()
     run = prepare_run(entry, source, out_path, settings, thresholds, block_size, margin=margin,
                       auto_scaled=auto_scaled, executor=executor, voxel_size=voxel_size,
-                      refine=refine)
+                      refine=refine, polarity=polarity)
     yield run.done, run.total
     yield from drive([run], executor)
     if run.error is not None:
@@ -321,6 +372,7 @@ def segment_many(entry: Any, jobs: list[VolumeJob], settings: Any = None,
                  block_size: tuple[int, int, int] | None = None, *,
                  margin: tuple[int, int, int] | None = None, auto_scaled: bool = False,
                  executor: Any = None, refine: bool = DEFAULT_REFINE,
+                 polarity: str = DEFAULT_POLARITY,
                  ) -> Generator[Progress, None, list[BlockRunResult | Exception]]:
     """:func:`segment_blocks` for several volumes through one executor; each volume's result
     or the error (Exception) that stopped it, in order. Volumes are prepared (opened,
@@ -333,7 +385,7 @@ def segment_many(entry: Any, jobs: list[VolumeJob], settings: Any = None,
             runs.append(prepare_run(entry, job.source, job.out_path, settings, thresholds,
                                     block_size, margin=margin, auto_scaled=auto_scaled,
                                     executor=executor, voxel_size=job.voxel_size,
-                                    refine=refine))
+                                    refine=refine, polarity=polarity))
         except Exception as err:
             runs.append(err)
         live = [r for r in runs if isinstance(r, BlockRun)]

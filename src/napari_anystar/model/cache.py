@@ -20,6 +20,7 @@ class CacheKey(NamedTuple):
     scale: tuple[float, float, float] | None
     norm: Normalization | None
     n_tiles: tuple[int, int, int] | None
+    invert: bool = False
 
 
 def data_fingerprint(image: np.ndarray) -> str:
@@ -40,7 +41,8 @@ def make_key(data_fp: str, model_fp: str, settings: PredictSettings) -> CacheKey
         data_fp, model_fp,
         None if settings.scale is None else tuple(float(s) for s in settings.scale),
         settings.norm,
-        None if settings.n_tiles is None else tuple(int(t) for t in settings.n_tiles))
+        None if settings.n_tiles is None else tuple(int(t) for t in settings.n_tiles),
+        bool(settings.invert))
 
 
 def _nbytes(output: NetworkOutput) -> int:

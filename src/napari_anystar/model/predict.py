@@ -37,13 +37,16 @@ DEFAULT_DEVICE = "auto"
 class PredictSettings:
     """How a volume is fed to the network (thresholds are chosen later, live).
 
-    ``norm`` None means the model's own normalisation (see :meth:`for_model`).
+    ``norm`` None means the model's own normalisation (see :meth:`for_model`). ``invert``:
+    the network sees the negated volume (objects darker than their surroundings, see
+    :mod:`.polarity`).
     """
 
     norm: Normalization | None = None
     scale: tuple[float, float, float] | None = None
     n_tiles: tuple[int, int, int] | None = None
     device: str = DEFAULT_DEVICE
+    invert: bool = False
 
     def validate(self) -> None:
         if self.norm is not None:
@@ -97,6 +100,14 @@ class NetworkOutput:
     def count_candidates(self, prob_thresh: float) -> int:
         """Number of candidates StarDist would pass to NMS at this probability threshold."""
         return int(np.count_nonzero(self.cand_prob > np.float32(prob_thresh)))
+
+
+def oriented(image: np.ndarray, invert: bool) -> np.ndarray:
+    """``image`` as the network sees it: negated (float32) with ``invert``
+    (``PredictSettings.invert``)."""
+    if not invert:
+        return image
+    return np.negative(np.asarray(image, dtype=np.float32))
 
 
 def check_volume(image: np.ndarray, *, scale: tuple[float, ...] | None = None,
@@ -186,6 +197,7 @@ def _predict_network(model, image: np.ndarray, settings: PredictSettings | None,
     settings.validate()
     image = np.asarray(image)
     check_volume(image, scale=settings.scale, min_size=min_network_size(model))
+    image = oriented(image, settings.invert)
     device_ctx = _device_context(settings.device)  # fail early on a missing GPU
 
     img = image

@@ -33,9 +33,11 @@ from napari_anystar.model.object_size import (
     estimate_scale,
     training_diameter,
 )
+from napari_anystar.model.polarity import DEFAULT_POLARITY, choose_polarity, object_contrast
 from napari_anystar.model.predict import (
     NetworkOutput,
     PredictSettings,
+    oriented,
     predict_network,
     warm_network,
 )
@@ -88,18 +90,41 @@ def network_job(
     *,
     auto_scaled: bool = False,
     refine: bool = DEFAULT_REFINE,
+    polarity: str = DEFAULT_POLARITY,
 ) -> Generator[Progress, None, RunResult]:
     """Network output (cached or computed) + labels; with ``auto_scaled``, at the scale
-    :func:`auto_scale` chooses first (once per volume, model, normalisation and probability:
-    the choice is kept in ``cache.auto_scales``); with ``refine``, outlines refined to the
-    image (:mod:`.refine`)."""
+    :func:`auto_scale` chooses first (once per volume, model, normalisation, polarity and
+    probability: the choice is kept in ``cache.auto_scales``); with ``refine``, outlines
+    refined to the image (:mod:`.refine`). ``polarity`` (:mod:`.polarity`): ``bright`` runs
+    the image as given, ``dark`` its negation, ``auto`` the image as given and then, if the
+    objects found are darker than their surroundings (or none were found), its negation
+    (``result.settings.invert``) if the objects found there are brighter than theirs
+    (not so where objects of both contrasts mix: the image is kept as given)."""
+    result = yield from choose_polarity(
+        lambda invert: _network_run(entry, image, replace(settings, invert=invert), thresholds,
+                                    cache, auto_scaled), _contrast, polarity)
+    if refine:
+        result.labels = result.refiner(result.labels)
+        result.refined = True
+    return result
+
+
+def _contrast(result: RunResult) -> float:
+    """:func:`.polarity.object_contrast` of a run's objects (nan: none to measure)."""
+    return object_contrast(result.refiner.smoothed, result.labels, result.refiner.diameter)
+
+
+def _network_run(entry: ModelEntry, image: np.ndarray, settings: PredictSettings,
+                 thresholds: tuple[float, float], cache: PredictionCache, auto_scaled: bool
+                 ) -> Generator[Progress, None, RunResult]:
+    """:func:`network_job` at the polarity of ``settings`` (StarDist's outlines)."""
     model = load_model(entry)
     settings = settings.for_model(model)
     sha256 = model_fingerprint(entry)
     data_fp = data_fingerprint(image)
     choice = None
     if auto_scaled:
-        auto_key = (data_fp, sha256, settings.norm, thresholds[0])
+        auto_key = (data_fp, sha256, settings.norm, settings.invert, thresholds[0])
         choice = cache.auto_scales.get(auto_key)
         if choice is None:
             choice = yield from staged("size", auto_scale(
@@ -116,10 +141,11 @@ def network_job(
         cache.put(key, output, solver)
     else:
         output, solver = hit
-    refiner = OutlineRefiner.at_scale(image, settings.scale, training_diameter(model))
-    labels, n_objects, object_prob = solve(solver, *thresholds, refiner if refine else None)
+    refiner = OutlineRefiner.at_scale(oriented(image, settings.invert), settings.scale,
+                                      training_diameter(model))
+    labels, n_objects, object_prob = solve(solver, *thresholds)
     return RunResult(output, solver, labels, n_objects, object_prob, sha256, hit is not None,
-                     settings, choice, refiner, refine)
+                     settings, choice, refiner, False)
 
 
 def scale_job(

@@ -134,15 +134,14 @@ def auto_scale_outputs(model, prob, nms, pairs, refine):
     from napari_anystar.model.instances import InstanceSolver
     from napari_anystar.model.object_size import auto_scale, training_diameter
     from napari_anystar.model.polarity import DEFAULT_POLARITY, choose_polarity, object_contrast
-    from napari_anystar.model.predict import PredictSettings, oriented
+    from napari_anystar.model.predict import PredictSettings
     from napari_anystar.model.refine import OutlineRefiner
 
     def run(image, invert):
         settings = PredictSettings(invert=invert)
         choice = result_of(auto_scale(model, image, settings, prob))
         (output,), _ = network_outputs(model, [image], choice.scale, invert)
-        refiner = OutlineRefiner.at_scale(oriented(image, invert), choice.scale,
-                                          training_diameter(model))
+        refiner = OutlineRefiner.at_scale(image, choice.scale, training_diameter(model), invert)
         yield from ()
         return choice, InstanceSolver(output, model), refiner, invert
 

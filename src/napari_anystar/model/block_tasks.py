@@ -124,7 +124,7 @@ def crop_contrast_task(entry: Any, crop: np.ndarray, settings: Any,
     from .instances import InstanceSolver
     from .object_size import training_diameter
     from .polarity import object_contrast
-    from .predict import oriented, predict_network
+    from .predict import predict_network
     from .refine import OutlineRefiner
     from .registry import load_model
 
@@ -132,8 +132,8 @@ def crop_contrast_task(entry: Any, crop: np.ndarray, settings: Any,
     settings = replace(settings, n_tiles=None)
     output = result_of(predict_network(model, crop, settings))
     labels = InstanceSolver(output, model).labels(*thresholds)
-    refiner = OutlineRefiner.at_scale(oriented(crop, settings.invert), settings.scale,
-                                      training_diameter(model))
+    refiner = OutlineRefiner.at_scale(crop, settings.scale, training_diameter(model),
+                                      settings.invert)
     return object_contrast(refiner.smoothed, labels, refiner.diameter)
 
 

@@ -68,10 +68,13 @@ class OutlineRefiner:
 
     @classmethod
     def at_scale(cls, image: np.ndarray, scale: tuple[float, ...] | None,
-                 training_diameter: float) -> OutlineRefiner:
-        """A refiner for objects the network sees at ``training_diameter`` after ``scale``."""
+                 training_diameter: float, invert: bool = False) -> OutlineRefiner:
+        """A refiner for objects the network sees at ``training_diameter`` after ``scale``,
+        in ``image`` as the network sees it (negated with ``invert``: dark objects)."""
+        from .predict import oriented
+
         scale = (1.0, 1.0, 1.0) if scale is None else scale
-        return cls(image, tuple(training_diameter / float(s) for s in scale))
+        return cls(oriented(image, invert), tuple(training_diameter / float(s) for s in scale))
 
     @property
     def smoothed(self) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .instances import InstanceSolver
 from .object_size import training_diameter
-from .predict import PredictSettings, oriented, predict_network
+from .predict import PredictSettings, predict_network
 from .refine import DEFAULT_REFINE, OutlineRefiner
 
 
@@ -27,5 +27,5 @@ def segment_volume(model, image: np.ndarray, settings: PredictSettings | None,
     labels = InstanceSolver(output, model).labels(float(prob_thresh), float(nms_thresh))
     if not refine:
         return labels
-    return OutlineRefiner.at_scale(oriented(image, settings.invert), settings.scale,
-                                   training_diameter(model))(labels)
+    return OutlineRefiner.at_scale(image, settings.scale, training_diameter(model),
+                                   settings.invert)(labels)

@@ -37,7 +37,6 @@ from napari_anystar.model.polarity import DEFAULT_POLARITY, choose_polarity, obj
 from napari_anystar.model.predict import (
     NetworkOutput,
     PredictSettings,
-    oriented,
     predict_network,
     warm_network,
 )
@@ -100,9 +99,10 @@ def network_job(
     objects found are darker than their surroundings (or none were found), its negation
     (``result.settings.invert``) if the objects found there are brighter than theirs
     (not so where objects of both contrasts mix: the image is kept as given)."""
+    data_fp = data_fingerprint(image)  # hashed once, for either orientation
     result = yield from choose_polarity(
-        lambda invert: _network_run(entry, image, replace(settings, invert=invert), thresholds,
-                                    cache, auto_scaled), _contrast, polarity)
+        lambda invert: _network_run(entry, image, data_fp, replace(settings, invert=invert),
+                                    thresholds, cache, auto_scaled), _contrast, polarity)
     if refine:
         result.labels = result.refiner(result.labels)
         result.refined = True
@@ -114,14 +114,14 @@ def _contrast(result: RunResult) -> float:
     return object_contrast(result.refiner.smoothed, result.labels, result.refiner.diameter)
 
 
-def _network_run(entry: ModelEntry, image: np.ndarray, settings: PredictSettings,
+def _network_run(entry: ModelEntry, image: np.ndarray, data_fp: str, settings: PredictSettings,
                  thresholds: tuple[float, float], cache: PredictionCache, auto_scaled: bool
                  ) -> Generator[Progress, None, RunResult]:
-    """:func:`network_job` at the polarity of ``settings`` (StarDist's outlines)."""
+    """:func:`network_job` at the polarity of ``settings`` (StarDist's outlines); ``data_fp``
+    is ``image``'s :func:`data_fingerprint`."""
     model = load_model(entry)
     settings = settings.for_model(model)
     sha256 = model_fingerprint(entry)
-    data_fp = data_fingerprint(image)
     choice = None
     if auto_scaled:
         auto_key = (data_fp, sha256, settings.norm, settings.invert, thresholds[0])
@@ -141,8 +141,8 @@ def _network_run(entry: ModelEntry, image: np.ndarray, settings: PredictSettings
         cache.put(key, output, solver)
     else:
         output, solver = hit
-    refiner = OutlineRefiner.at_scale(oriented(image, settings.invert), settings.scale,
-                                      training_diameter(model))
+    refiner = OutlineRefiner.at_scale(image, settings.scale, training_diameter(model),
+                                      settings.invert)
     labels, n_objects, object_prob = solve(solver, *thresholds)
     return RunResult(output, solver, labels, n_objects, object_prob, sha256, hit is not None,
                      settings, choice, refiner, False)

@@ -154,10 +154,10 @@ def _dead_pid() -> int:
 
 # -------------------------------------------------------------------------- rows
 def _auto_scale_too_few(tmp: Path, model: Path, fixtures: dict) -> Case:
-    inputs = [tif(tmp / "a.tif", volume(NUCLEI)), tif(tmp / "b.tif", volume(NUCLEI[:1], 1))]
+    inputs = [tif(tmp / "a.tif", volume(NUCLEI)), tif(tmp / "b.tif", volume([], 1))]
     out = tmp / "out"
     return Case(segment(inputs, out, model, "auto"), 0,
-                "b.tif: warning: found 1 object(s), too few to measure their size: using the "
+                "b.tif: warning: found 0 object(s), too few to measure their size: using the "
                 "fallback scale (1, 1, 1).",
                 written=(out / "a_labels.tif", out / "b_labels.tif"), only_line=False, runs=2)
 

@@ -21,7 +21,7 @@ from napari_anystar.model.object_size import (
     quick_objects,
     weighted_median,
 )
-from napari_anystar.model.predict import NetworkOutput, PredictSettings
+from napari_anystar.model.predict import NetworkOutput, PredictSettings, scaled_shape
 from napari_anystar.synth import SynthSettings, generate
 
 
@@ -338,3 +338,88 @@ def test_a_later_round_that_finds_nothing_keeps_the_last_estimate(tiny_model_dir
     assert kept == three != settled and steps[-1] == (3, 3)
     with pytest.raises(TooFewObjectsError):  # round 2 finds nothing
         drain(estimate_scale(model, image, None, 0.5, network=vanishing(2)))
+
+
+class FewLarge:
+    """A stand-in network for a volume holding a few nuclei of ``size`` input voxels at
+    ``centres`` (an early embryo): like a network trained on smaller objects, it cuts each
+    nucleus that looks larger than ``max_whole`` voxels into a grid of ``piece``-voxel
+    pieces. Records the scales it was run at."""
+
+    def __init__(self, n_rays: int, centres, size: float, max_whole: float = 20.0,
+                 piece: float = 14.0):
+        self.n_rays, self.centres, self.size = n_rays, np.asarray(centres, float), size
+        self.max_whole, self.piece = max_whole, piece
+        self.scales: list[float] = []
+
+    def __call__(self, crop, settings):
+        s = 1.0 if settings.scale is None else settings.scale[0]
+        self.scales.append(s)
+        shape = tuple(round(n * s) for n in crop.shape)
+        apparent = self.size * s
+        if apparent > self.max_whole:
+            n = int(np.ceil(apparent / self.piece))
+            offsets = (np.arange(n) - (n - 1) / 2) * self.piece
+            grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), -1)
+            points = (self.centres[:, None] * s + grid.reshape(1, -1, 3)).reshape(-1, 3)
+            extent = self.piece
+        else:
+            points, extent = self.centres * s, apparent
+        output = _output(np.rint(points), [extent / 2] * len(points), self.n_rays,
+                         scale=settings.scale, shape=shape)
+        yield from ()
+        return output
+
+
+@pytest.mark.parametrize("centres", [[(48, 48, 48)], [(30, 30, 30), (66, 66, 66)]])
+def test_one_or_two_large_nuclei_are_measured_not_cut_into_pieces(tiny_model_dir, centres):
+    """An early embryo: one or two nuclei 40 voxels across. At raw voxels the network cuts
+    them into 14-voxel pieces; at half the scale it finds them whole, and those one or two
+    objects set the scale (to the training size). Demanding three objects there left the
+    estimate to the pieces, over 1.4x too large (on real volumes ``auto_scale`` then often
+    fell back to raw voxels, where the network cuts every nucleus into tens of pieces)."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    image = np.random.default_rng(0).random((96, 96, 96), np.float32)
+    n_rays = int(model.config.n_rays)
+    estimate = drain(estimate_scale(model, image, None, 0.5,
+                                    network=FewLarge(n_rays, centres, 40.0)))[1]
+    assert estimate.n_objects == len(centres) and estimate.coarse_start == (0.5,) * 3
+    np.testing.assert_allclose(estimate.scale, TRAINING_DIAMETER / 40.0, rtol=0.05)
+    choice = drain(auto_scale(model, image, None, 0.5,
+                              network=FewLarge(n_rays, centres, 40.0)))[1]
+    assert not choice.fell_back and choice.scale == estimate.scale
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(object_size, "MIN_OBJECTS", 3)
+        before = drain(auto_scale(model, image, None, 0.5,
+                                  network=FewLarge(n_rays, centres, 40.0)))[1]
+    assert min(before.scale) > 1.4 * TRAINING_DIAMETER / 40.0
+
+
+def test_a_volume_too_small_for_its_objects_runs_at_the_smallest_usable_scale(
+        tiny_model_dir, monkeypatch):
+    """A crop around one nucleus 40 voxels across, 40 x 48 x 48 voxels: the training size
+    wants scale 0.3, which would leave 12 x 14 x 14 voxels, too few for a network that needs
+    16 (the bundled one). The estimate raises each such axis to the smallest scale the
+    network runs the volume at and says so, instead of falling back to raw voxels, where the
+    network cuts the nucleus into 27 pieces."""
+    model = registry.load_model(registry.resolve_model(tiny_model_dir))
+    monkeypatch.setattr(object_size, "min_network_size", lambda model: 16)
+    image = np.random.default_rng(0).random((40, 48, 48), np.float32)
+    n_rays = int(model.config.n_rays)
+    usable = object_size.smallest_usable_scale(image.shape, 16)
+    assert usable == (0.4, 0.334, 0.334)
+    assert min(scaled_shape(image.shape, usable)) == 16
+    choice = drain(auto_scale(model, image, None, 0.5,
+                              network=FewLarge(n_rays, [(20, 24, 24)], 40.0)))[1]
+    assert not choice.fell_back and choice.estimate.raised
+    assert choice.scale == usable and choice.estimate.n_objects == 1
+    assert "too small to bring its objects to the training size" in choice.note
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(object_size, "smallest_usable_scale", lambda shape, size: (0.0,) * 3)
+        before = drain(auto_scale(model, image, None, 0.5,
+                                  network=FewLarge(n_rays, [(20, 24, 24)], 40.0)))[1]
+    assert before.fell_back and before.note.startswith("no usable scale")
+    # a volume large enough for the training size is not raised
+    estimate = drain(estimate_scale(model, np.zeros((96, 96, 96), np.float32), None, 0.5,
+                                    network=FewLarge(n_rays, [(48, 48, 48)], 40.0)))[1]
+    assert not estimate.raised

@@ -90,7 +90,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"rescale before the network so objects are ~{TRAINING_DIAMETER:g} voxels across "
         "(the training size): S or Z Y X, or "
         "'auto' to measure the objects the network finds from raw voxels and rescale them to "
-        f"its training size (a volume with too few objects keeps {fallback}, with a warning) "
+        f"its training size (a volume where it finds no object keeps {fallback}, with a warning) "
         f"(default: {DEFAULT_SCALE_POLICY})",
     )
     parser.add_argument(

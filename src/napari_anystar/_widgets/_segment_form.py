@@ -49,7 +49,7 @@ HELP = {
     "normalisation (the one it was trained with) whenever the model changes.",
     "scale_mode": "Auto: Run first measures the objects the network finds at raw voxels and "
     "rescales them to the network's training size (as Suggest), then segments at that scale "
-    "(shown in the boxes); with too few objects it keeps scale 1 and warns. From voxel size: "
+    "(shown in the boxes); where it finds no object it keeps scale 1 and warns. From voxel size: "
     "the layer's voxel size divided by its X voxel size (isotropic voxels, e.g. voxel size "
     "(2, 0.5, 0.5) -> (4, 1, 1)). Manual: the scale boxes.",
     "scale": "Rescale factors (Z, Y, X) applied before the network (editable in Manual mode). "

@@ -186,14 +186,18 @@ class PieceCutter:
         self.n_rays, self.size, self.max_whole, self.piece = n_rays, size, max_whole, piece
         self.scales: list[float] = []
 
+    def objects(self, shape: tuple[int, ...], s: float) -> tuple[np.ndarray, float]:
+        """Centres (scaled voxels) and extent of the objects seen at scale ``s``."""
+        apparent = self.size * s
+        extent = self.piece if apparent > self.max_whole else apparent
+        centres = [np.arange(extent / 2, n - extent / 2 + 1e-6, extent) for n in shape]
+        return np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, 3), extent
+
     def __call__(self, crop, settings):
         s = 1.0 if settings.scale is None else settings.scale[0]
         self.scales.append(s)
         shape = tuple(round(n * s) for n in crop.shape)
-        apparent = self.size * s
-        extent = self.piece if apparent > self.max_whole else apparent
-        centres = [np.arange(extent / 2, n - extent / 2 + 1e-6, extent) for n in shape]
-        points = np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, 3)
+        points, extent = self.objects(shape, s)
         output = _output(np.rint(points), [extent / 2] * len(points), self.n_rays,
                          scale=settings.scale, shape=shape)
         yield from ()
@@ -340,35 +344,23 @@ def test_a_later_round_that_finds_nothing_keeps_the_last_estimate(tiny_model_dir
         drain(estimate_scale(model, image, None, 0.5, network=vanishing(2)))
 
 
-class FewLarge:
-    """A stand-in network for a volume holding a few nuclei of ``size`` input voxels at
-    ``centres`` (an early embryo): like a network trained on smaller objects, it cuts each
-    nucleus that looks larger than ``max_whole`` voxels into a grid of ``piece``-voxel
-    pieces. Records the scales it was run at."""
+class FewLarge(PieceCutter):
+    """:class:`PieceCutter` for a volume holding only a few nuclei, at ``centres`` (input
+    voxels; an early embryo): each one that looks larger than ``max_whole`` voxels is cut
+    into a grid of ``piece``-voxel pieces around its centre."""
 
-    def __init__(self, n_rays: int, centres, size: float, max_whole: float = 20.0,
-                 piece: float = 14.0):
-        self.n_rays, self.centres, self.size = n_rays, np.asarray(centres, float), size
-        self.max_whole, self.piece = max_whole, piece
-        self.scales: list[float] = []
+    def __init__(self, n_rays: int, centres, size: float):
+        super().__init__(n_rays, size)
+        self.centres = np.asarray(centres, float)
 
-    def __call__(self, crop, settings):
-        s = 1.0 if settings.scale is None else settings.scale[0]
-        self.scales.append(s)
-        shape = tuple(round(n * s) for n in crop.shape)
+    def objects(self, shape: tuple[int, ...], s: float) -> tuple[np.ndarray, float]:
         apparent = self.size * s
-        if apparent > self.max_whole:
-            n = int(np.ceil(apparent / self.piece))
-            offsets = (np.arange(n) - (n - 1) / 2) * self.piece
-            grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), -1)
-            points = (self.centres[:, None] * s + grid.reshape(1, -1, 3)).reshape(-1, 3)
-            extent = self.piece
-        else:
-            points, extent = self.centres * s, apparent
-        output = _output(np.rint(points), [extent / 2] * len(points), self.n_rays,
-                         scale=settings.scale, shape=shape)
-        yield from ()
-        return output
+        if apparent <= self.max_whole:
+            return self.centres * s, apparent
+        n = int(np.ceil(apparent / self.piece))
+        offsets = (np.arange(n) - (n - 1) / 2) * self.piece
+        grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), -1)
+        return (self.centres[:, None] * s + grid.reshape(1, -1, 3)).reshape(-1, 3), self.piece
 
 
 @pytest.mark.parametrize("centres", [[(48, 48, 48)], [(30, 30, 30), (66, 66, 66)]])

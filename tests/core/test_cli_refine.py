@@ -110,3 +110,14 @@ def test_segment_can_be_told_the_objects_are_bright(model_dir, expected, tmp_pat
         cli.main(["segment", str(tmp_path / "dark.tif"), "--out", str(out), "--overwrite",
                   "--objects", "inverted"])
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_both_segment_paths_report_an_auto_negation_alike():
+    """Whole-volume and block-wise ``anystar segment`` print the same line, only when *auto*
+    chose the negation (a stated polarity is the user's own)."""
+    from napari_anystar._cli.common import negation_note
+
+    assert negation_note("a.tif", True, "auto") == (
+        "a.tif: the objects are darker than their surroundings: segmented the negated volume")
+    assert negation_note("a.tif", True, "dark") is None
+    assert negation_note("a.tif", False, "auto") is None

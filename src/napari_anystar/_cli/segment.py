@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_anystar._cli import segment_big
-from napari_anystar._cli.common import UserError
+from napari_anystar._cli.common import UserError, negation_note
 from napari_anystar._generators import mapped
 from napari_anystar.volume_io import (
     SUPPORTED_SUFFIXES,
@@ -312,9 +312,9 @@ def segment_image(
     if result.auto is not None:
         warning = "warning: " if result.auto.fell_back else ""
         print(f"{name}: {warning}{result.auto.note}", file=sys.stderr)
-    if result.settings.invert and args.objects == "auto":
-        print(f"{name}: the objects are darker than their surroundings: segmented the "
-              "negated volume", file=sys.stderr)
+    note = negation_note(name, result.settings.invert, args.objects)
+    if note:
+        print(note, file=sys.stderr)
     return result.labels
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_anystar._cli.common import UserError
+from napari_anystar._cli.common import UserError, negation_note
 
 #: Suffix of the label stores big-volume mode writes.
 STORE_SUFFIX = ".zarr"
@@ -175,11 +175,11 @@ def run(args: argparse.Namespace) -> int:
             print("anystar segment: run the same command again to resume "
                   f"{', '.join(str(p) for p in started)}", file=sys.stderr)
         raise
-    return _report(inputs, outputs, partials, results)
+    return _report(inputs, outputs, partials, results, args.objects)
 
 
 def _report(inputs: list[Path], outputs: list[Path], partials: list[Path],
-            results: list[Any]) -> int:
+            results: list[Any], polarity: str) -> int:
     failed = []
     for src, dst, partial, result in zip(inputs, outputs, partials, results, strict=True):
         if isinstance(result, Exception):
@@ -193,8 +193,9 @@ def _report(inputs: list[Path], outputs: list[Path], partials: list[Path],
         if result.auto is not None:
             warning = "warning: " if result.auto.fell_back else ""
             print(f"{src.name}: {warning}{result.auto.note}", file=sys.stderr)
-        if result.settings.invert:
-            print(f"{src.name}: segmented the negated volume (dark objects)", file=sys.stderr)
+        note = negation_note(src.name, result.settings.invert, polarity)
+        if note:
+            print(note, file=sys.stderr)
         if result.blocks_resumed:
             print(f"{src.name}: resumed ({result.blocks_resumed} of {result.n_blocks} blocks "
                   "were done)", file=sys.stderr)

@@ -113,11 +113,19 @@ def test_segment_can_be_told_the_objects_are_bright(model_dir, expected, tmp_pat
 
 
 def test_both_segment_paths_report_an_auto_negation_alike():
-    """Whole-volume and block-wise ``anystar segment`` print the same line, only when *auto*
-    chose the negation (a stated polarity is the user's own)."""
-    from napari_anystar._cli.common import negation_note
+    """Whole-volume and block-wise ``anystar segment`` print the same lines (``run_notes``):
+    the negation only when *auto* chose it (a stated polarity is the user's own)."""
+    from types import SimpleNamespace
 
-    assert negation_note("a.tif", True, "auto") == (
-        "a.tif: the objects are darker than their surroundings: segmented the negated volume")
-    assert negation_note("a.tif", True, "dark") is None
-    assert negation_note("a.tif", False, "auto") is None
+    from napari_anystar._cli.common import run_notes
+
+    def result(invert, auto=None):
+        return SimpleNamespace(auto=auto, settings=SimpleNamespace(invert=invert))
+
+    negated = "a.tif: the objects are darker than their surroundings: segmented the negated volume"
+    assert run_notes("a.tif", result(True), "auto") == [negated]
+    assert run_notes("a.tif", result(True), "dark") == []
+    assert run_notes("a.tif", result(False), "auto") == []
+    fell_back = SimpleNamespace(fell_back=True, note="found 0 object(s)")
+    assert run_notes("a.tif", result(True, fell_back), "auto") == [
+        "a.tif: warning: found 0 object(s)", negated]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_anystar._cli import segment_big
-from napari_anystar._cli.common import UserError, negation_note
+from napari_anystar._cli.common import UserError, run_notes
 from napari_anystar._generators import mapped
 from napari_anystar.volume_io import (
     SUPPORTED_SUFFIXES,
@@ -309,11 +309,7 @@ def segment_image(
                       auto_scaled=args.scale == ["auto"], refine=args.refine,
                       polarity=args.objects)
     result = drive_stages(job, name)
-    if result.auto is not None:
-        warning = "warning: " if result.auto.fell_back else ""
-        print(f"{name}: {warning}{result.auto.note}", file=sys.stderr)
-    note = negation_note(name, result.settings.invert, args.objects)
-    if note:
+    for note in run_notes(name, result, args.objects):
         print(note, file=sys.stderr)
     return result.labels
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_anystar._cli.common import UserError, negation_note
+from napari_anystar._cli.common import UserError, run_notes
 
 #: Suffix of the label stores big-volume mode writes.
 STORE_SUFFIX = ".zarr"
@@ -190,11 +190,7 @@ def _report(inputs: list[Path], outputs: list[Path], partials: list[Path],
             failed.append(src.name)
             continue
         _finish(dst, partial)
-        if result.auto is not None:
-            warning = "warning: " if result.auto.fell_back else ""
-            print(f"{src.name}: {warning}{result.auto.note}", file=sys.stderr)
-        note = negation_note(src.name, result.settings.invert, polarity)
-        if note:
+        for note in run_notes(src.name, result, polarity):
             print(note, file=sys.stderr)
         if result.blocks_resumed:
             print(f"{src.name}: resumed ({result.blocks_resumed} of {result.n_blocks} blocks "

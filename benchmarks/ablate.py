@@ -131,7 +131,7 @@ def real_scores(model, norm, prob: float, nms: float, pairs) -> dict:
     tuned = result_of(tune_thresholds_on_outputs(
         [s.labels for s in solvers], truth,
         min_prob=max(TUNE_MIN_PROB, candidate_floor(solvers))))
-    auto, _ = auto_scale_result(model, prob, nms, pairs, refine=True)
+    auto, *_ = auto_scale_result(model, prob, nms, pairs, refine=True)
     return {"real_auto_refined": auto["mean_accuracy"],
             "real_default": round(own.mean("accuracy"), 4),
             "real_default_f1_at_0.5": round(own.f1[4], 4),

@@ -19,16 +19,20 @@ untuned rows give ``mean_accuracy_ci95``: a bootstrap interval over the volumes
 * ``tuned``: probability/NMS thresholds and the scale chosen on this folder (scales
   ``factor * (z_ratio, 1, 1)`` over ``--scale-factors`` x ``--z-ratios``; an upper bound for
   what slider and scale tuning can reach), ``tuned_per_scale`` the best thresholds per scale;
+  ``tuned_at_auto``: thresholds chosen on this folder at the ``default`` row's own scales
+  and polarities per volume (an upper bound for the sliders after a default Run);
 * ``voronoi_otsu``: Voronoi-Otsu labelling (Gaussian blur, local-maxima seeds, Otsu mask,
   seeded watershed) with its two sigmas chosen on this folder.
 
 ``--resample F`` first resamples every volume by ``F`` per axis (images linearly, labels by
 nearest neighbour): the same specimens as a microscope sampling ``F`` times finer would record
 them (the voxel size is divided by ``F``), to check that the rows do not depend on the
-sampling.
+sampling. ``--z-slices N`` keeps only the middle ``N`` slices of each volume (after any
+resampling): a thinner stack of the same specimens, whose top and bottom cut nuclei that stay
+labelled.
 
 Usage: python benchmarks/bench_real.py --data /work/shared/data/bbbc050-dev
-       --voxel-size 1.75 0.8 0.8 [--model as-mix-lite] [--resample 2]
+       --voxel-size 1.75 0.8 0.8 [--model as-mix-lite] [--resample 2] [--z-slices 24]
 Prints one JSON object on the last line.
 """
 
@@ -79,6 +83,17 @@ def resampled(pairs, factor: float):
 
     return [(name, ndi.zoom(image, factor, order=1), ndi.zoom(labels, factor, order=0))
             for name, image, labels in pairs]
+
+
+def z_cropped(pairs, n_slices: int | None):
+    """``pairs`` cut to their middle ``n_slices`` slices (all of a volume that has fewer)."""
+    if n_slices is None:
+        return pairs
+    cropped = []
+    for name, image, labels in pairs:
+        z0 = max(0, (image.shape[0] - n_slices) // 2)
+        cropped.append((name, image[z0:z0 + n_slices], labels[z0:z0 + n_slices]))
+    return cropped
 
 
 def network_outputs(model, images, scale, invert=False):
@@ -161,16 +176,26 @@ def auto_scale_outputs(model, prob, nms, pairs, refine):
     return scales, fallbacks, negated, solvers, refiners
 
 
-def auto_scale_result(model, prob, nms, pairs, refine):
+def auto_scale_result(model, prob, nms, pairs, refine, tune=False):
     """Shipped thresholds at the default policies' choices per volume (*auto* scale and
-    object polarity), with and without refined outlines."""
+    object polarity), with and without refined outlines; with ``tune``, also the thresholds
+    that score best on ``pairs`` at those choices (else None)."""
+    from napari_anystar.analysis import tune_thresholds_on_outputs
+
     scales, fallbacks, negated, solvers, refiners = auto_scale_outputs(model, prob, nms, pairs,
                                                                        refine)
+    tuned = None
+    if tune:
+        choice = result_of(tune_thresholds_on_outputs(
+            labels_functions(solvers, refiners), [labels for _, _, labels in pairs],
+            min_prob=min(solver.output.min_prob for solver in solvers)))
+        tuned = {"prob": round(choice.prob, 4), "nms": choice.nms, "refined": refine,
+                 **choice.scores.to_dict()}
     return {**untuned_result(prob, nms, pairs, solvers, refiners), "refined": refine,
             "scale_per_volume": scales,
             "median_scale": [float(v) for v in np.median(list(scales.values()), axis=0)],
             "fallback_volumes": fallbacks, "negated_volumes": negated}, untuned_result(
-                prob, nms, pairs, solvers, [None] * len(solvers))
+                prob, nms, pairs, solvers, [None] * len(solvers)), tuned
 
 
 def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True, refine=True):
@@ -257,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                          "its square root, and 1)")
     ap.add_argument("--resample", type=float, default=1.0, metavar="F",
                     help="resample the volumes by F per axis first (default 1: as read)")
+    ap.add_argument("--z-slices", type=int, default=None, metavar="N",
+                    help="keep only the middle N slices of each volume (a thinner stack)")
     ap.add_argument("--no-baseline", action="store_true", help="skip Voronoi-Otsu")
     ap.add_argument("--no-refine", action="store_true",
                     help="StarDist's own outlines in every row (no outline refinement)")
@@ -278,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     prob, nms = model_thresholds(entry)
     if not args.resample > 0:
         raise SystemExit(f"--resample must be positive, got {args.resample}")
-    pairs = resampled(read_pairs(args.data), args.resample)
+    if args.z_slices is not None and args.z_slices < 1:
+        raise SystemExit(f"--z-slices must be at least 1, got {args.z_slices}")
+    pairs = z_cropped(resampled(read_pairs(args.data), args.resample), args.z_slices)
     voxel = np.asarray(args.voxel_size, dtype=float) / args.resample
     from_voxel_size = tuple(round(float(v), 4) for v in voxel / voxel[-1])
     raw_voxels = (1.0, 1.0, 1.0)
@@ -292,16 +321,18 @@ def main(argv: list[str] | None = None) -> int:
                                                {from_voxel_size, raw_voxels},
                                                tune=not args.no_tuning,
                                                refine=not args.no_refine)
-    default, default_unrefined = auto_scale_result(model, prob, nms, pairs, not args.no_refine)
+    default, default_unrefined, tuned_at_auto = auto_scale_result(
+        model, prob, nms, pairs, not args.no_refine, tune=not args.no_tuning)
     result = {
         "data": str(args.data), "n_volumes": len(pairs),
         "n_objects": int(sum(len(np.unique(lbl)) - 1 for _, _, lbl in pairs)),
-        "voxel_size": voxel.tolist(), "resample": args.resample, "model": entry.name,
+        "voxel_size": voxel.tolist(), "resample": args.resample, "z_slices": args.z_slices,
+        "model": entry.name,
         "model_path": str(entry.path),
         "normalization": model.anystar_normalization.describe(),
         "default": default, "default_unrefined": default_unrefined,
         "default_raw_voxels": untuned[raw_voxels], "voxel_size_scale": untuned[from_voxel_size],
-        "tuned": tuned, "tuned_per_scale": per_scale,
+        "tuned": tuned, "tuned_per_scale": per_scale, "tuned_at_auto": tuned_at_auto,
         "model_eval_s": round(time.perf_counter() - start, 1),
     }
     if not args.no_baseline:

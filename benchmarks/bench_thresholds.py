@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_anystar.model.instances import WARM_MAX_CANDIDATES, InstanceSolver
     from napari_anystar.model.model_settings import model_normalization
-    from napari_anystar.model.predict import PredictSettings, auto_n_tiles, predict_network
+    from napari_anystar.model.predict import (
+        EDGE_BAND,
+        PredictSettings,
+        auto_n_tiles,
+        predict_network,
+    )
 
     image, n_nuclei = build_volume(args.data)
     model = StarDist3D(None, name=args.model.name, basedir=str(args.model.parent))
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ref, _ = model.predict_instances(image, prob_thresh=p0, nms_thresh=n0,
                                      n_tiles=auto_n_tiles(image.shape),
                                      normalizer=settings.norm.csbdeep(),
-                                     show_tile_progress=False)
+                                     show_tile_progress=False,
+                                     predict_kwargs={"b": EDGE_BAND})
     t_plain = time.perf_counter() - t
 
     t = time.perf_counter()

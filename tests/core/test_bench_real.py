@@ -13,7 +13,7 @@ from napari_anystar.analysis import pooled_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from bench_real import untuned_result
+from bench_real import untuned_result, z_cropped
 
 
 def _cubes(n: int, shift: int = 0) -> np.ndarray:
@@ -56,3 +56,16 @@ def test_untuned_row_equals_separate_scores():
     low, high = row["mean_accuracy_ci95"]
     assert low <= expected["mean_accuracy"] <= high and low < high
     assert row["mean_accuracy"] == pytest.approx(expected["mean_accuracy"])
+
+
+def test_z_slices_keep_the_middle_of_each_stack_with_its_labels():
+    image = np.arange(20)[:, None, None] * np.ones((20, 40, 40))
+    labels = _cubes(3)
+    short = (np.ones((5, 4, 4)), np.ones((5, 4, 4), np.int32))
+    cropped = z_cropped([("a", image, labels), ("b", *short)], 8)
+    (name, im, lb), (_, im_short, lb_short) = cropped
+    assert name == "a" and im.shape == lb.shape == (8, 40, 40)
+    assert np.array_equal(im[:, 0, 0], np.arange(6, 14))  # slices 6..13 of 20
+    assert np.array_equal(lb, labels[6:14])
+    assert im_short.shape == (5, 4, 4) and lb_short.shape == (5, 4, 4)  # fewer: kept whole
+    assert z_cropped(cropped, None) is cropped

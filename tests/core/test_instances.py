@@ -11,7 +11,7 @@ import pytest
 from conftest import drain, make_tiny_stardist3d
 from napari_anystar.model import instances
 from napari_anystar.model.instances import InstanceSolver
-from napari_anystar.model.predict import PredictSettings, predict_network
+from napari_anystar.model.predict import EDGE_BAND, PredictSettings, predict_network
 from napari_anystar.normalization import LEGACY, Normalization
 
 
@@ -55,7 +55,7 @@ def _reference(model, image, settings, p, n, n_tiles=None):
     labels, _ = model.predict_instances(
         image, prob_thresh=p, nms_thresh=n, n_tiles=n_tiles,
         scale=settings.scale, normalizer=settings.for_model(model).norm.csbdeep(),
-        show_tile_progress=False)
+        show_tile_progress=False, predict_kwargs={"b": EDGE_BAND})
     return labels
 
 
@@ -259,7 +259,8 @@ def test_object_probabilities_match_stardist_details(nms_model):
         assert len(np.unique(labels[labels > 0])) == len(probs) - 1  # the object count
         _, details = nms_model.predict_instances(
             image, prob_thresh=p, nms_thresh=n,
-            normalizer=settings.for_model(nms_model).norm.csbdeep(), show_tile_progress=False)
+            normalizer=settings.for_model(nms_model).norm.csbdeep(), show_tile_progress=False,
+            predict_kwargs={"b": EDGE_BAND})
         if len(details["prob"]) == labels.max():  # every kept polyhedron visible: label i+1 = i
             np.testing.assert_allclose(probs[1:], details["prob"], rtol=1e-6)
             checked += 1

@@ -8,6 +8,7 @@ import pytest
 from conftest import drain
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import (
+    EDGE_BAND,
     NetworkOutput,
     PredictSettings,
     auto_n_tiles,
@@ -141,6 +142,23 @@ def test_auto_tiling_covers_volume_and_reports_each_tile(model):
     assert np.allclose(out.prob, whole.prob, atol=1e-4)
 
 
+@pytest.mark.parametrize("n_tiles", [(1, 1, 1), (1, 2, 2)])
+def test_candidates_reach_the_volume_edges(model, n_tiles):
+    """No edge band (``EDGE_BAND`` 0): every grid cell above the floor is a candidate, up to
+    the volume's first and last cells, so an object the volume's edge cuts can be found
+    (StarDist's default band of 2 cells drops every centre within 4 voxels of an edge)."""
+    img = _volume((24, 130, 130))
+    _, out = drain(predict_network(model, img, PredictSettings(n_tiles=n_tiles), min_prob=0.0))
+    g = np.array(out.grid)
+    cells = (out.points // g).T
+    above = out.prob > 0.0  # every cell the network gives any probability
+    assert out.n_candidates == int(above.sum()) > 0
+    assert np.array_equal(np.sort(np.ravel_multi_index(tuple(cells), out.prob.shape)),
+                          np.flatnonzero(above))
+    assert np.array_equal(cells.min(axis=1), [0, 0, 0])
+    assert np.array_equal(cells.max(axis=1), np.array(out.prob.shape) - 1)
+
+
 def test_scale_resizes_before_the_network(model):
     img = _volume((24, 40, 40))
     unscaled = drain(predict_network(model, img, PredictSettings()))[1]
@@ -191,7 +209,8 @@ def test_segment_volume_equals_predict_instances(model):
     assert events[-1] == (1, 1)
     ref, _ = model.predict_instances(img, prob_thresh=0.5, nms_thresh=0.4,
                                      normalizer=settings.norm.csbdeep(),
-                                     show_tile_progress=False)
+                                     show_tile_progress=False,
+                                     predict_kwargs={"b": EDGE_BAND})
     assert labels.shape == img.shape and labels.max() > 0
     assert np.array_equal(labels, ref)
     # the fast path too, with this model's degenerate (1e-3 voxel) polyhedra

@@ -20,9 +20,9 @@ def seg_model_dir(tiny_model_dir, tmp_path_factory):
     """``tiny_model_dir`` with sharpened output layers, so thresholds matter and NMS is fast.
 
     Random weights give probabilities of ~0.5 everywhere (thousands of candidates). Here the
-    probability logits are stretched so that ~3% of the blob image's candidate voxels (away
-    from the border) pass 0.5 and the ray distances are ~3 voxels, so neighbouring candidates
-    overlap and NMS has work to do.
+    probability logits are stretched so that ~3% of the blob image's candidate voxels pass 0.5
+    and the ray distances are ~3 voxels, so neighbouring candidates overlap and NMS has work
+    to do.
     """
     from napari_anystar._tf import stardist_models
 
@@ -31,7 +31,7 @@ def seg_model_dir(tiny_model_dir, tmp_path_factory):
     shutil.copytree(tiny_model_dir, folder)
     model = StarDist3D(None, name=folder.name, basedir=str(folder.parent))
     output = drain(predict_network(model, _blobs(), PredictSettings()))[1]
-    # cand_prob: all non-border voxels
+    # cand_prob: all voxels of the grid (no edge band)
     sharpen_tiny_model(model, output.cand_prob, 3.0, folder / "weights_best.h5")
     return folder
 

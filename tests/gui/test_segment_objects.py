@@ -79,6 +79,20 @@ def test_auto_run_with_dark_objects_shows_the_negated_images_labels(
     assert asked == [True]
 
 
+def test_the_status_and_metadata_tell_the_choice_the_run_started_with(
+        qtbot, viewer_widget, judged):
+    """*Objects* changed while a Run is under way: that Run still reports auto's choice (the
+    next Run takes the new one)."""
+    _, widget = viewer_widget
+    judged["dark"] = True
+    bright = widget.objects_combo.findData("bright")
+    widget.run_progress.connect(lambda *_: widget.objects_combo.setCurrentIndex(bright))
+    layer = _run(qtbot, widget)
+    assert widget.polarity() == "bright" and widget._run.result.settings.invert
+    assert widget.status_label.text().startswith("Dark objects: segmented the negated image.")
+    assert layer.metadata["objects"] == "auto" and layer.metadata["negated"] is True
+
+
 def test_stated_polarities_are_not_measured(qtbot, viewer_widget, entry, judged):
     _, widget = viewer_widget
     judged["dark"] = True  # would negate, if asked

@@ -16,7 +16,7 @@ from napari_anystar._widgets._segment_output import OBJECT_PROBABILITY
 from napari_anystar.model import registry, segmenter
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.object_size import SizeEstimate
-from napari_anystar.model.predict import predict_network
+from napari_anystar.model.predict import EDGE_BAND, predict_network
 from napari_anystar.normalization import LEGACY, Normalization
 
 from .segment_helpers import (
@@ -122,6 +122,7 @@ def test_run_adds_labels_placed_over_image_with_metadata(qtbot, viewer_widget, e
         n_tiles=meta["n_tiles"],
         normalizer=Normalization.from_json(meta["normalization"]).csbdeep(),
         show_tile_progress=False,
+        predict_kwargs={"b": EDGE_BAND},  # the same edge rule
     )[0]
     np.testing.assert_array_equal(layer.data, expected)
     np.testing.assert_array_equal(viewer.layers["blobs"].data, original)  # input untouched

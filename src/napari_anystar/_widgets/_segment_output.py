@@ -43,13 +43,15 @@ class RunRecord:
 
 
 def run_metadata(entry: registry.ModelEntry, input_name: str, volume: InputVolume,
-                 settings: PredictSettings, scale_mode: str) -> dict[str, Any]:
-    """What the output layers record of a run (the scale used is added when it is known)."""
+                 settings: PredictSettings, scale_mode: str, objects: str) -> dict[str, Any]:
+    """What the output layers record of a run (the scale used and whether the image was
+    negated are added when known); ``objects``: the *Objects* choice the run was started with."""
     return {
         "model": entry.name,
         "model_path": str(entry.path),
         "ray_scale": registry.ray_scale(entry.path),
         "scale_mode": scale_mode,
+        "objects": objects,
         "tiling": "auto" if settings.n_tiles is None else "manual",
         "normalization": settings.norm.to_json(),
         "device": settings.device,

@@ -156,9 +156,9 @@ class SegmentWidget(ChoosersMixin, SegmentForm):
             return
         layer, entry, settings, volume = checked
         self._life.stop_warmup()
-        metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode())
-        pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
         auto_scaled, polarity = self.scale_mode() == "auto", self.polarity()
+        metadata = run_metadata(entry, layer.name, volume, settings, self.scale_mode(), polarity)
+        pending = RunRecord(layer.name, volume, self.thresholds(), metadata)
 
         def segment(read: InputVolume) -> Any:  # in the worker, once the volume is read
             pending.volume = read
@@ -270,8 +270,8 @@ class SegmentWidget(ChoosersMixin, SegmentForm):
             show_probability(self.viewer, self._run)
         source = "cached network output" if result.cached else "network"
         scale_note = f"Auto scale: {auto.note}" if auto is not None else ""
-        dark_note = ("Dark objects: segmented the negated image."
-                     if result.settings.invert and self.polarity() == "auto" else "")
+        dark_note = ("Dark objects: segmented the negated image."  # auto's choice, as run
+                     if result.settings.invert and pending.metadata["objects"] == "auto" else "")
         pending.note = " ".join(filter(None, [pending.volume.note, dark_note, scale_note]))
         self.status_label.setText(_objects_status(
             pending.note, f"{result.n_objects} objects ({source})", refiner is not None))

@@ -1,12 +1,13 @@
 """Instances from a cached network output, for any (probability, NMS) threshold pair.
 
 ``InstanceSolver.labels(p, n)`` equals ``model.predict_instances(image, prob_thresh=p,
-nms_thresh=n, scale=..., n_tiles=..., normalizer=...)[0]`` for the image, model and settings
-that produced the :class:`NetworkOutput`. A threshold change re-runs only the NMS and the
-label rendering, and both reuse work across calls: the NMS (:mod:`._nms3d_greedy`) caches
-threshold-free overlap values of candidate pairs, so the pairs it met before are decided at
-any threshold pair by array comparisons, and each kept polyhedron is rasterised once (with
-StarDist's own renderer) and then pasted in StarDist's order.
+nms_thresh=n, scale=..., n_tiles=..., normalizer=..., predict_kwargs={"b": EDGE_BAND})[0]``
+for the image, model and settings that produced the :class:`NetworkOutput`. A threshold
+change re-runs only the NMS and the label rendering, and both reuse work across calls: the
+NMS (:mod:`._nms3d_greedy`) caches threshold-free overlap values of candidate pairs, so the
+pairs it met before are decided at any threshold pair by array comparisons, and each kept
+polyhedron is rasterised once (with StarDist's own renderer) and then pasted in StarDist's
+order.
 
 The first visit of a low probability threshold still pays for the overlaps of its new
 candidate pairs; :meth:`InstanceSolver.warm_up` (probability axis) and

@@ -18,8 +18,9 @@ def segment_volume(model, image: np.ndarray, settings: PredictSettings | None,
     """Yields ``(tiles_done, tiles_total)``; returns the int32 label image.
 
     Without ``refine`` the labels equal ``model.predict_instances`` with the same thresholds,
-    scale, tiles and percentile normalisation; with it, their outlines are refined to the
-    image (:mod:`.refine`), as the Segment widget and ``anystar segment`` do by default.
+    scale, tiles, percentile normalisation and edge band (``b``, :data:`.predict.EDGE_BAND`);
+    with it, their outlines are refined to the image (:mod:`.refine`), as the Segment widget
+    and ``anystar segment`` do by default.
     Closing the generator cancels at the next tile boundary.
     """
     settings = settings or PredictSettings()

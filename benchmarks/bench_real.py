@@ -176,19 +176,25 @@ def auto_scale_outputs(model, prob, nms, pairs, refine):
     return scales, fallbacks, negated, solvers, refiners
 
 
+def tuned_thresholds(solvers, refiners, pairs):
+    """The probability/NMS thresholds (a ``tune_thresholds_on_outputs`` choice) that score
+    best on ``pairs`` with these solvers' labels, refined where a refiner is given."""
+    from napari_anystar.analysis import tune_thresholds_on_outputs
+
+    return result_of(tune_thresholds_on_outputs(
+        labels_functions(solvers, refiners), [labels for _, _, labels in pairs],
+        min_prob=min(solver.output.min_prob for solver in solvers)))
+
+
 def auto_scale_result(model, prob, nms, pairs, refine, tune=False):
     """Shipped thresholds at the default policies' choices per volume (*auto* scale and
     object polarity), with and without refined outlines; with ``tune``, also the thresholds
     that score best on ``pairs`` at those choices (else None)."""
-    from napari_anystar.analysis import tune_thresholds_on_outputs
-
     scales, fallbacks, negated, solvers, refiners = auto_scale_outputs(model, prob, nms, pairs,
                                                                        refine)
     tuned = None
     if tune:
-        choice = result_of(tune_thresholds_on_outputs(
-            labels_functions(solvers, refiners), [labels for _, _, labels in pairs],
-            min_prob=min(solver.output.min_prob for solver in solvers)))
+        choice = tuned_thresholds(solvers, refiners, pairs)
         tuned = {"prob": round(choice.prob, 4), "nms": choice.nms, "refined": refine,
                  **choice.scores.to_dict()}
     return {**untuned_result(prob, nms, pairs, solvers, refiners), "refined": refine,
@@ -204,11 +210,9 @@ def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True, r
     ``scales`` are tried with threshold tuning (unless ``tune`` is false); at those in
     ``untuned_scales`` the model's own thresholds are scored too.
     """
-    from napari_anystar.analysis import tune_thresholds_on_outputs
     from napari_anystar.model.instances import InstanceSolver
 
     images = [image for _, image, _ in pairs]
-    truth = [labels for _, _, labels in pairs]
     untuned, best, per_scale = {}, None, []
     for scale in scales:
         outputs, seconds = network_outputs(model, images, scale)
@@ -219,9 +223,7 @@ def evaluate_model(model, prob, nms, pairs, scales, untuned_scales, tune=True, r
                               "scale": list(scale)}
         if not tune:
             continue
-        choice = result_of(tune_thresholds_on_outputs(
-            labels_functions(solvers, refiners), truth,
-            min_prob=min(out.min_prob for out in outputs)))
+        choice = tuned_thresholds(solvers, refiners, pairs)
         summary = {"scale": list(scale), "network_s": round(seconds, 2),
                    "prob": round(choice.prob, 4), "nms": choice.nms,
                    "mean_accuracy": round(choice.objective, 4)}

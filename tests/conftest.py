@@ -94,6 +94,16 @@ def network_calls(monkeypatch):
     return calls
 
 
+def hook_forward(model, monkeypatch, wrap) -> None:
+    """Replace ``model``'s network forward (:func:`~napari_anystar.model.predict.network_forward`,
+    what every prediction of the package calls per tile) by ``wrap(real_forward)``."""
+    from napari_anystar._tf import tf_call
+    from napari_anystar.model.predict import FORWARD_ATTR, network_forward
+
+    real = tf_call(network_forward, model)
+    monkeypatch.setattr(model, FORWARD_ATTR, wrap(real), raising=False)
+
+
 def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=(2, 2, 2),
                          n_depth: int = 2, n_filter_base: int = 8, seed: int = 0):
     """A random-weight StarDist3D saved in StarDist's own folder format; returns its folder."""

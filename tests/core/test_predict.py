@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import drain
+from conftest import drain, hook_forward
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import (
     EDGE_BAND,
@@ -171,22 +171,17 @@ def test_scale_resizes_before_the_network(model):
     assert np.all(out.points < np.array(out.scaled_shape))
 
 
-def test_cancel_stops_before_all_tiles(model):
+def test_cancel_stops_before_all_tiles(model, monkeypatch):
     calls = []
-    original = model.keras_model.predict
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+    def counting(real):
+        return lambda x: calls.append(1) or real(x)
 
-    model.keras_model.predict = counting
-    try:
-        gen = predict_network(model, _volume((24, 130, 130)), PredictSettings(n_tiles=(1, 2, 2)))
-        assert next(gen) == (0, 4)
-        assert next(gen) == (1, 4)
-        gen.close()
-    finally:
-        del model.keras_model.predict
+    hook_forward(model, monkeypatch, counting)
+    gen = predict_network(model, _volume((24, 130, 130)), PredictSettings(n_tiles=(1, 2, 2)))
+    assert next(gen) == (0, 4)
+    assert next(gen) == (1, 4)
+    gen.close()
     assert len(calls) == 1
 
 
@@ -232,6 +227,7 @@ def test_ray_scale_multiplies_the_candidate_distances(model):
 
 
 def _counted_predict_calls(model, monkeypatch) -> list:
+    """Input shapes of Keras ``predict`` calls (StarDist's receptive-field probes)."""
     calls: list = []
     real = model.keras_model.predict
 
@@ -243,32 +239,48 @@ def _counted_predict_calls(model, monkeypatch) -> list:
     return calls
 
 
-def test_warm_network_pays_the_receptive_field_before_the_first_prediction(tiny_model_dir,
-                                                                           monkeypatch):
+def test_warm_network_pays_the_receptive_field_and_the_trace_before_the_first_prediction(
+        tiny_model_dir, monkeypatch):
     from stardist.models import StarDist3D
 
-    from napari_anystar.model.predict import warm_network
+    from napari_anystar.model.predict import FORWARD_ATTR, warm_network
 
     def fresh():
         return StarDist3D(None, name=tiny_model_dir.name, basedir=str(tiny_model_dir.parent))
 
     img, tiled = _volume((24, 40, 40)), PredictSettings(n_tiles=(1, 1, 2))
     cold = fresh()
-    cold_calls = _counted_predict_calls(cold, monkeypatch)
+    cold_probes, cold_tiles = _counted_predict_calls(cold, monkeypatch), []
+    hook_forward(cold, monkeypatch, lambda real: lambda x: cold_tiles.append(x.shape) or real(x))
     drain(predict_network(cold, img, tiled))
-    probes, network = cold_calls[:2], cold_calls[2:]
-    assert len(probes) == 2 and len(network) >= 1
-    assert all(shape[1:4] != img.shape for shape in probes)
+    assert len(cold_probes) == 2 and all(shape[1:4] != img.shape for shape in cold_probes)
+    assert len(cold_tiles) >= 1                   # the network itself runs through the forward
 
     warm = fresh()
-    warm_calls = _counted_predict_calls(warm, monkeypatch)
+    warm_probes = _counted_predict_calls(warm, monkeypatch)
     warm_network(warm)
-    assert warm_calls[:2] == probes          # the one-time probes, paid before any volume
-    # and one prediction of another shape: Keras then traces for any input shape
-    assert len(warm_calls) == 3 and warm_calls[2] not in probes
-    traces = warm.keras_model.predict_function.experimental_get_tracing_count()
-    del warm_calls[:]
+    assert warm_probes == cold_probes             # the one-time probes, paid before any volume
+    traced = getattr(warm, FORWARD_ATTR).traced
+    assert traced.experimental_get_tracing_count() == 1
+    del warm_probes[:]
+    warm_tiles: list = []
+    hook_forward(warm, monkeypatch, lambda real: lambda x: warm_tiles.append(x.shape) or real(x))
     drain(predict_network(warm, img, tiled))
-    assert warm_calls == network             # the first prediction runs only the volume
-    assert warm.keras_model.predict_function.experimental_get_tracing_count() == traces
+    assert warm_tiles == cold_tiles
+    drain(predict_network(warm, _volume((32, 48, 40)), PredictSettings()))  # another shape
+    assert warm_probes == []                      # the predictions run only the volumes
+    assert traced.experimental_get_tracing_count() == 1  # one trace for every input shape
     assert warm._axes_tile_overlap("ZYX") == cold._axes_tile_overlap("ZYX")
+
+
+def test_forward_equals_keras_predict(model):
+    from napari_anystar._tf import tf_call
+    from napari_anystar.model.predict import network_forward
+
+    x = _volume((24, 40, 48))[..., np.newaxis]
+    ours = tf_call(lambda: network_forward(model)(x))
+    keras = tf_call(model.keras_model.predict, x[np.newaxis], verbose=0)
+    assert len(ours) == len(keras) == 2
+    for a, b in zip(ours, keras, strict=True):
+        assert a.shape == b.shape[1:]
+        np.testing.assert_allclose(a, b[0], rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import drain
+from conftest import drain, hook_forward
 from napari_anystar import _tf
 from napari_anystar.model import registry
 from napari_anystar.model.predict import predict_network
@@ -97,13 +97,8 @@ def test_model_load_and_prediction_run_on_the_owner(tiny_model_dir, monkeypatch)
 
     model = models[0]
     predicted: list[int] = []
-    original_predict = model.keras_model.predict
-
-    def recording_predict(*args, **kwargs):
-        predicted.append(threading.get_ident())
-        return original_predict(*args, **kwargs)
-
-    monkeypatch.setattr(model.keras_model, "predict", recording_predict)
+    hook_forward(model, monkeypatch,
+                 lambda real: lambda x: predicted.append(threading.get_ident()) or real(x))
     image = np.random.default_rng(0).random((24, 40, 40)).astype(np.float32)
     outputs = _in_threads(lambda: drain(predict_network(model, image))[1], n=2)
     assert len(predicted) == 2 and set(predicted) == {owner}

@@ -104,6 +104,21 @@ def hook_forward(model, monkeypatch, wrap) -> None:
     monkeypatch.setattr(model, FORWARD_ATTR, wrap(real), raising=False)
 
 
+def forward_calls(model, monkeypatch, record=lambda x: x.shape) -> list:
+    """``record(x)`` of each input ``x`` of ``model``'s network forward from now on, in order
+    (the calls still run: :func:`hook_forward`)."""
+    calls: list = []
+
+    def recording(real):
+        def forward(x):
+            calls.append(record(x))
+            return real(x)
+        return forward
+
+    hook_forward(model, monkeypatch, recording)
+    return calls
+
+
 def make_tiny_stardist3d(basedir, name: str = "tiny", *, n_rays: int = 32, grid=(2, 2, 2),
                          n_depth: int = 2, n_filter_base: int = 8, seed: int = 0):
     """A random-weight StarDist3D saved in StarDist's own folder format; returns its folder."""

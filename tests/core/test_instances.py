@@ -104,13 +104,11 @@ def test_threshold_changes_do_not_rerun_the_network(nms_model, monkeypatch):
     out = _network(nms_model, _volume((20, 32, 32), seed=4), PredictSettings())
     solver = InstanceSolver(out, nms_model)
 
-    def forbidden(real):
-        def call(*args, **kwargs):
-            raise AssertionError("network called")
-        return call
+    def forbidden(*args, **kwargs):
+        raise AssertionError("network called")
 
-    hook_forward(nms_model, monkeypatch, forbidden)
-    monkeypatch.setattr(nms_model.keras_model, "predict", forbidden(None))
+    hook_forward(nms_model, monkeypatch, lambda real: forbidden)
+    monkeypatch.setattr(nms_model.keras_model, "predict", forbidden)
     a = solver.labels(0.55, 0.4)
     b = solver.labels(0.5, 0.2)
     a[...] = -1                                  # callers get copies

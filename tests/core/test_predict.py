@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import drain, hook_forward
+from conftest import drain, forward_calls
 from napari_anystar.model.instances import InstanceSolver
 from napari_anystar.model.predict import (
     EDGE_BAND,
@@ -172,12 +172,7 @@ def test_scale_resizes_before_the_network(model):
 
 
 def test_cancel_stops_before_all_tiles(model, monkeypatch):
-    calls = []
-
-    def counting(real):
-        return lambda x: calls.append(1) or real(x)
-
-    hook_forward(model, monkeypatch, counting)
+    calls = forward_calls(model, monkeypatch)
     gen = predict_network(model, _volume((24, 130, 130)), PredictSettings(n_tiles=(1, 2, 2)))
     assert next(gen) == (0, 4)
     assert next(gen) == (1, 4)
@@ -250,8 +245,8 @@ def test_warm_network_pays_the_receptive_field_and_the_trace_before_the_first_pr
 
     img, tiled = _volume((24, 40, 40)), PredictSettings(n_tiles=(1, 1, 2))
     cold = fresh()
-    cold_probes, cold_tiles = _counted_predict_calls(cold, monkeypatch), []
-    hook_forward(cold, monkeypatch, lambda real: lambda x: cold_tiles.append(x.shape) or real(x))
+    cold_probes = _counted_predict_calls(cold, monkeypatch)
+    cold_tiles = forward_calls(cold, monkeypatch)
     drain(predict_network(cold, img, tiled))
     assert len(cold_probes) == 2 and all(shape[1:4] != img.shape for shape in cold_probes)
     assert len(cold_tiles) >= 1                   # the network itself runs through the forward
@@ -263,8 +258,7 @@ def test_warm_network_pays_the_receptive_field_and_the_trace_before_the_first_pr
     traced = getattr(warm, FORWARD_ATTR).traced
     assert traced.experimental_get_tracing_count() == 1
     del warm_probes[:]
-    warm_tiles: list = []
-    hook_forward(warm, monkeypatch, lambda real: lambda x: warm_tiles.append(x.shape) or real(x))
+    warm_tiles = forward_calls(warm, monkeypatch)
     drain(predict_network(warm, img, tiled))
     assert warm_tiles == cold_tiles
     drain(predict_network(warm, _volume((32, 48, 40)), PredictSettings()))  # another shape

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import drain, hook_forward
+from conftest import drain, forward_calls
 from napari_anystar import _tf
 from napari_anystar.model import registry
 from napari_anystar.model.predict import predict_network
@@ -96,9 +96,7 @@ def test_model_load_and_prediction_run_on_the_owner(tiny_model_dir, monkeypatch)
     assert models[0] is models[1] and loaded and set(loaded) == {owner}
 
     model = models[0]
-    predicted: list[int] = []
-    hook_forward(model, monkeypatch,
-                 lambda real: lambda x: predicted.append(threading.get_ident()) or real(x))
+    predicted = forward_calls(model, monkeypatch, lambda _: threading.get_ident())
     image = np.random.default_rng(0).random((24, 40, 40)).astype(np.float32)
     outputs = _in_threads(lambda: drain(predict_network(model, image))[1], n=2)
     assert len(predicted) == 2 and set(predicted) == {owner}
